@@ -1,0 +1,155 @@
+//! The event bus: fans durable events out to the live sockets of their
+//! organization, and keeps the registry of live sockets so that a newer
+//! socket, a token reset or a disabled organization can close older ones.
+//!
+//! Invariants: an event is only ever sent on its own organization's channel;
+//! each subscriber's queue is bounded by `capacity` events (a subscriber that
+//! falls further behind sees `Lagged` and is closed by its session, it never
+//! grows memory); the event JSON is shared (`Bytes`), never copied per socket.
+
+use crate::model::Event;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, mpsc};
+
+/// Why a session is told to close by someone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// A newer socket connected with the same token (error 1018).
+    Replaced,
+    /// The organization's token was reset (`ResetToken`).
+    TokenReset,
+}
+
+/// Cheap, cloneable handle to the bus.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    capacity: usize,
+    channels: Mutex<HashMap<String, broadcast::Sender<Event>>>,
+    sessions: Mutex<HashMap<String, VecDeque<(u64, mpsc::Sender<Kick>)>>>,
+    next_session: AtomicU64,
+}
+
+/// A live socket's place in the registry; removes itself on drop.
+pub struct Registration {
+    bus: Bus,
+    org: String,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut sessions = self
+            .bus
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = sessions.get_mut(&self.org) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                sessions.remove(&self.org);
+            }
+        }
+    }
+}
+
+impl Bus {
+    /// A bus whose subscribers hold at most `capacity` undelivered events.
+    pub fn new(capacity: usize) -> Bus {
+        Bus {
+            inner: Arc::new(Inner {
+                capacity: capacity.max(1),
+                channels: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
+                next_session: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Subscribes to the events of `org`. Subscribe before acknowledging
+    /// `connect`, so that no event falls in between.
+    pub fn subscribe(&self, org: &str) -> broadcast::Receiver<Event> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        channels
+            .entry(org.to_string())
+            .or_insert_with(|| broadcast::channel(self.inner.capacity).0)
+            .subscribe()
+    }
+
+    /// Sends `event` to every subscriber of its organization.
+    pub fn publish(&self, event: Event) {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = channels.get(&event.org) {
+            if tx.send(event.clone()).is_err() {
+                // No subscriber left: drop the channel, it is made anew on demand.
+                channels.remove(&event.org);
+            }
+        }
+    }
+
+    /// Registers a live socket of `org`. When more than `max_per_org` would
+    /// then be live, the oldest ones are told [`Kick::Replaced`]. Returns the
+    /// registration (drop it when the socket ends) and the socket's kick receiver.
+    pub fn register(&self, org: &str, max_per_org: usize) -> (Registration, mpsc::Receiver<Kick>) {
+        let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(2);
+        let mut sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let list = sessions.entry(org.to_string()).or_default();
+        while list.len() >= max_per_org.max(1) {
+            if let Some((_, old)) = list.pop_front() {
+                let _ = old.try_send(Kick::Replaced);
+            }
+        }
+        list.push_back((id, tx));
+        (
+            Registration {
+                bus: self.clone(),
+                org: org.to_string(),
+                id,
+            },
+            rx,
+        )
+    }
+
+    /// Tells every live socket of `org` to close for `why`.
+    pub fn kick_all(&self, org: &str, why: Kick) {
+        let mut sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = sessions.remove(org) {
+            for (_, tx) in list {
+                let _ = tx.try_send(why);
+            }
+        }
+    }
+
+    /// Number of live registered sockets of `org`.
+    pub fn live_sockets(&self, org: &str) -> usize {
+        let sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        sessions.get(org).map_or(0, VecDeque::len)
+    }
+}

@@ -1,0 +1,80 @@
+//! `SetUserData` (reference, "SetUserData"): custom data kept with a user.
+//!
+//! # Format
+//! `{"cmd":"SetUserData","uid":…,"data":{…},"overwrite":1,"route":"…"}` →
+//! `{"ok":1,"cmd":"SetUserData"}`
+//!
+//! Merges the keys of `data` into the stored object by default; with
+//! `overwrite:1` replaces it. A `route` names a flow route; no routes are
+//! configured in this version, so any route is 1012 and nothing is written.
+//! Custom data is not part of the user object, so no `onUserUpdate` is sent.
+//!
+//! # Errors
+//! 1025 missing uid, 1017 `data` missing or not an object, 1012 route,
+//! 1005 unknown user.
+
+use super::{unknown_user, Fields};
+use crate::error::{ApiError, ErrorCode};
+use crate::model::Org;
+use crate::reply::Reply;
+use crate::Ctx;
+use serde_json::{Map, Value};
+
+/// Set custom user data.
+#[derive(Debug)]
+pub struct SetUserData {
+    uid: String,
+    data: Map<String, Value>,
+    route: Option<String>,
+    overwrite: bool,
+}
+
+impl SetUserData {
+    pub(crate) fn parse(f: &Fields) -> Result<SetUserData, ApiError> {
+        let uid = f.uid()?.to_string();
+        let data = match f.0.get("data") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidJson,
+                    "data must be a JSON object",
+                ))
+            }
+        };
+        let route = f
+            .opt_str("route", ErrorCode::UnknownRoute)?
+            .filter(|r| !r.is_empty())
+            .map(str::to_string);
+        Ok(SetUserData {
+            uid,
+            data,
+            route,
+            overwrite: f.flag("overwrite")?,
+        })
+    }
+
+    /// Stores the data durably.
+    pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
+        if let Some(route) = &self.route {
+            return Err(ApiError::new(
+                ErrorCode::UnknownRoute,
+                format!("unknown route {route:?}: no routes are configured"),
+            ));
+        }
+        ctx.store
+            .write(&org.id, |tx| {
+                if tx.store().user(&org.id, &self.uid)?.is_none() {
+                    return Err(unknown_user(&self.uid));
+                }
+                let mut stored = match tx.store().user_data(&org.id, &self.uid)? {
+                    Some(Value::Object(m)) if !self.overwrite => m,
+                    _ => Map::new(),
+                };
+                stored.extend(self.data);
+                tx.put_user_data(&self.uid, &Value::Object(stored));
+                Ok::<_, ApiError>(())
+            })
+            .await?;
+        Ok(Reply::ok("SetUserData"))
+    }
+}

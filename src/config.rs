@@ -1,0 +1,293 @@
+//! Configuration: one documented struct, read from an optional TOML file,
+//! then `CONVGATE_<KEY>` environment variables, then command-line flags (each
+//! later source overrides the earlier). README.md lists every key.
+//!
+//! Secrets are wrapped in [`Secret`], whose `Debug` never prints the value.
+
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A secret string: `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `s`.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+/// Every setting of the gateway, with its default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Directory of the sled store. Default `./convgate-data`.
+    pub data_dir: PathBuf,
+    /// PEM certificate chain; with `tls_key`, serve WSS/HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain ws/http on a non-loopback address (a TLS-terminating proxy
+    /// is in front). Default false.
+    pub allow_plaintext: bool,
+    /// Instance admin token for `CreateOrganization`; unset: refused.
+    pub admin_token: Option<Secret>,
+    /// On first start only: use this 40-hex-character value as the `default`
+    /// organization's token instead of a random one.
+    pub bootstrap_token: Option<Secret>,
+    /// Seconds without any frame from a socket before it is closed. Default 180.
+    pub heartbeat_timeout: f64,
+    /// Live sockets per token; a newer one closes the oldest (1018). Default 1.
+    pub max_sockets_per_token: usize,
+    /// Largest WebSocket message accepted, bytes; larger closes with 1009. Default 65536.
+    pub max_message_bytes: usize,
+    /// Largest POST body accepted, bytes; larger gets 413. Default 65536.
+    pub max_body_bytes: usize,
+    /// Concurrent TCP connections served (HTTP and WebSocket). Default 20000.
+    pub max_connections: usize,
+    /// Events queued for one socket before it is closed as too slow (4001). Default 1024.
+    pub socket_queue: usize,
+    /// Seconds a write to one socket may take before it is closed. Default 10.
+    pub write_timeout: f64,
+    /// Commands per second per token, with an equal burst; 0 disables. Default 1000.
+    pub rate_limit: u32,
+    /// Log filter (tracing `EnvFilter` syntax). Default `info`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid default"),
+            data_dir: PathBuf::from("./convgate-data"),
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext: false,
+            admin_token: None,
+            bootstrap_token: None,
+            heartbeat_timeout: 180.0,
+            max_sockets_per_token: 1,
+            max_message_bytes: 64 * 1024,
+            max_body_bytes: 64 * 1024,
+            max_connections: 20_000,
+            socket_queue: 1024,
+            write_timeout: 10.0,
+            rate_limit: 1000,
+            log: "info".into(),
+        }
+    }
+}
+
+/// Flags of `convgate serve`; each also reads `CONVGATE_<KEY>`.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Optional TOML file with any of the keys below.
+    #[arg(long, env = "CONVGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "CONVGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory [default: ./convgate-data].
+    #[arg(long, env = "CONVGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PEM certificate chain (serve WSS/HTTPS).
+    #[arg(long, env = "CONVGATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long, env = "CONVGATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain text on a non-loopback address.
+    #[arg(long, env = "CONVGATE_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: Option<bool>,
+    /// Instance admin token (CreateOrganization).
+    #[arg(long, env = "CONVGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    /// First-start token of the `default` organization (40 hex characters).
+    #[arg(long, env = "CONVGATE_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<Secret>,
+    /// Seconds of socket silence before it is closed [default: 180].
+    #[arg(long, env = "CONVGATE_HEARTBEAT_TIMEOUT")]
+    pub heartbeat_timeout: Option<f64>,
+    /// Live sockets per token [default: 1].
+    #[arg(long, env = "CONVGATE_MAX_SOCKETS_PER_TOKEN")]
+    pub max_sockets_per_token: Option<usize>,
+    /// Largest WebSocket message, bytes [default: 65536].
+    #[arg(long, env = "CONVGATE_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Largest POST body, bytes [default: 65536].
+    #[arg(long, env = "CONVGATE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Concurrent connections [default: 20000].
+    #[arg(long, env = "CONVGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Events queued per socket before closing it [default: 1024].
+    #[arg(long, env = "CONVGATE_SOCKET_QUEUE")]
+    pub socket_queue: Option<usize>,
+    /// Seconds one socket write may take [default: 10].
+    #[arg(long, env = "CONVGATE_WRITE_TIMEOUT")]
+    pub write_timeout: Option<f64>,
+    /// Commands per second per token, 0 = unlimited [default: 1000].
+    #[arg(long, env = "CONVGATE_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// Log filter [default: info].
+    #[arg(long, env = "CONVGATE_LOG")]
+    pub log: Option<String>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// The config file is not valid TOML for [`Config`].
+    #[error("invalid config file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    /// A value is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// File, then environment and flags (clap already merged those two).
+    pub fn load(args: ServeArgs) -> Result<Config, ConfigError> {
+        let mut cfg = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! overlay {
+            ($($field:ident),* ; $($opt:ident),*) => {
+                $(if let Some(v) = args.$field { cfg.$field = v; })*
+                $(if let Some(v) = args.$opt { cfg.$opt = Some(v); })*
+            };
+        }
+        overlay!(listen, data_dir, allow_plaintext, heartbeat_timeout, max_sockets_per_token,
+            max_message_bytes, max_body_bytes, max_connections, socket_queue, write_timeout,
+            rate_limit, log;
+            tls_cert, tls_key, admin_token, bootstrap_token);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert and tls_key go together");
+        }
+        if !(self.heartbeat_timeout > 0.0) || !(self.write_timeout > 0.0) {
+            return bad("heartbeat_timeout and write_timeout must be positive seconds");
+        }
+        if self.max_message_bytes < 64 || self.max_body_bytes < 64 {
+            return bad("max_message_bytes and max_body_bytes must be at least 64");
+        }
+        if self.max_connections == 0 || self.max_sockets_per_token == 0 || self.socket_queue == 0 {
+            return bad("max_connections, max_sockets_per_token and socket_queue must be positive");
+        }
+        if let Some(t) = &self.bootstrap_token {
+            if !is_token_shaped(t.expose()) {
+                return bad("CONVGATE_BOOTSTRAP_TOKEN must be 40 lowercase hex characters");
+            }
+        }
+        if self.tls_cert.is_none() && !self.allow_plaintext && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "refusing plain text on non-loopback {}: give --tls-cert/--tls-key, or --allow-plaintext \
+                 when a TLS-terminating proxy is in front",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`Config::heartbeat_timeout`] as a duration.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_timeout)
+    }
+
+    /// [`Config::write_timeout`] as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.write_timeout)
+    }
+}
+
+/// Whether `t` has the shape of an API token: 40 lowercase hex characters.
+pub fn is_token_shaped(t: &str) -> bool {
+    t.len() == 40 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let cfg = Config {
+            admin_token: Some(Secret::new("hunter2-admin")),
+            ..Config::default()
+        };
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("[redacted]"));
+    }
+
+    #[test]
+    fn plaintext_on_public_address_is_refused() {
+        let cfg = Config {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(cfg.validate().is_err());
+        let cfg = Config {
+            allow_plaintext: true,
+            ..cfg
+        };
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn bootstrap_token_must_be_40_hex() {
+        let cfg = Config {
+            bootstrap_token: Some(Secret::new("abc")),
+            ..Config::default()
+        };
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn file_keys_parse() {
+        let cfg: Config =
+            toml::from_str("listen = \"127.0.0.1:9000\"\nheartbeat_timeout = 0.5\n").unwrap();
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.heartbeat_timeout(), Duration::from_millis(500));
+        assert!(toml::from_str::<Config>("nope = 1").is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! The protocol's error: one `errorCode` of the Convrs reference ("API Error
+//! Codes") plus a human-readable message, mapped to the wire in one place.
+//!
+//! Every failure a command can meet becomes an [`ApiError`]; both transports
+//! turn it into the reference's error reply (`ok:0`, `error`, `errorCode`), and
+//! the POST transport also into an HTTP status via [`ApiError::http_status`].
+
+use std::fmt;
+
+/// A numeric `errorCode` from the Convrs reference, section "API Error Codes".
+///
+/// Only the codes convgate can produce are named; the table in
+/// `protocol/error-codes.md` lists each with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// 1000 Missing API Token.
+    MissingToken = 1000,
+    /// 1001 Invalid API Token.
+    InvalidToken = 1001,
+    /// 1004 Unknown command passed to the API.
+    UnknownCommand = 1004,
+    /// 1005 Unknown user (uid).
+    UnknownUser = 1005,
+    /// 1006 Invalid phone number.
+    InvalidPhone = 1006,
+    /// 1007 Invalid phone number length.
+    InvalidPhoneLength = 1007,
+    /// 1008 Missing Chatbot ID.
+    MissingBotId = 1008,
+    /// 1009 Missing phone number.
+    MissingPhone = 1009,
+    /// 1012 Unknown or invalid route.
+    UnknownRoute = 1012,
+    /// 1015 Unknown ChatBot ID.
+    UnknownBot = 1015,
+    /// 1016 Wrong chatbot type for this operation.
+    WrongBotKind = 1016,
+    /// 1017 Invalid JSON object passed to API.
+    InvalidJson = 1017,
+    /// 1018 Websocket connection reused (previous connection closed).
+    ConnectionReused = 1018,
+    /// 1019 Websocket Connect expected as first command.
+    ConnectExpected = 1019,
+    /// 1003 Invalid start date passed to the API (`CreatedDate`).
+    InvalidStartDate = 1003,
+    /// 1022 Invalid name format.
+    InvalidName = 1022,
+    /// 1023 Invalid note format.
+    InvalidNotes = 1023,
+    /// 1024 Invalid email format.
+    InvalidEmail = 1024,
+    /// 1025 Missing uid.
+    MissingUid = 1025,
+    /// 2000 Unable to create a user.
+    CannotCreateUser = 2000,
+    /// 2004 Internal error.
+    Internal = 2004,
+    /// 2008 Rate limit reached for this token.
+    TokenRateLimited = 2008,
+    /// 3050 Invalid tag format.
+    InvalidTag = 3050,
+    /// 3051 Invalid tag color format (must be hex like #FF5733).
+    InvalidTagColor = 3051,
+    /// 3052 Invalid tag description format.
+    InvalidTagDescription = 3052,
+    /// 3053 Tag does not exist.
+    UnknownTag = 3053,
+}
+
+impl ErrorCode {
+    /// The number sent as `errorCode`.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// HTTP status of a POST reply carrying this code (issue "Endpoints"):
+    /// 401 for token problems, 404 for unknown user/tag/bot, 429 for rate
+    /// limits, 500 for internal errors, 400 for every other validation error.
+    pub fn http_status(self) -> u16 {
+        status_of(self.as_u16())
+    }
+}
+
+/// An error reply: the reference's `errorCode` and the `error` text.
+///
+/// The text is for humans; clients branch on the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The reference's numeric code.
+    pub code: ErrorCode,
+    /// Human-readable explanation, sent as `error`.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `code` and the explanation `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 2004 Internal error. The cause is logged by the caller, never sent.
+    pub fn internal() -> ApiError {
+        ApiError::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// HTTP status for the POST transport; see [`ErrorCode::http_status`].
+    pub fn http_status(&self) -> u16 {
+        self.code.http_status()
+    }
+}
+
+/// HTTP status for a numeric `errorCode`; see [`ErrorCode::http_status`].
+pub fn status_of(code: u16) -> u16 {
+    match code {
+        1000 | 1001 => 401,
+        1005 | 1015 | 1020 | 3053 => 404,
+        2007 | 2008 => 429,
+        2000 | 2003 | 2004 => 500,
+        _ => 400,
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code.as_u16())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        tracing::error!(error = %e, "store failure");
+        ApiError::internal()
+    }
+}

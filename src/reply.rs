@@ -1,0 +1,95 @@
+//! The reply envelope of the reference's "Response Format": `cmd`, `ok`,
+//! `data`, `uid`, `error`, `errorCode`, plus the top-level fields some
+//! commands add (`nextCursor`, later `phoneNumber`, `mid`, …).
+
+use crate::error::ApiError;
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// One reply, serialised as the reference's response object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reply {
+    /// Name of the command answered (case sensitive).
+    pub cmd: String,
+    /// 1 on success, 0 on error.
+    pub ok: u8,
+    /// Response data, when the command returns any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// User identifier, where the reference puts it at the top level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Human-readable error (ok = 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The reference's numeric error code (ok = 0).
+    #[serde(rename = "errorCode", skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u16>,
+    /// Further top-level fields (extensions such as `nextCursor`).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+    /// When rate limited: how long until a retry can succeed (POST sends it
+    /// as `Retry-After`). Not part of the JSON.
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
+}
+
+impl Reply {
+    /// `{"cmd":cmd,"ok":1}`.
+    pub fn ok(cmd: &str) -> Reply {
+        Reply {
+            cmd: cmd.to_string(),
+            ok: 1,
+            data: None,
+            uid: None,
+            error: None,
+            error_code: None,
+            extra: Map::new(),
+            retry_after: None,
+        }
+    }
+
+    /// `{"cmd":cmd,"ok":0,"error":…,"errorCode":…}`.
+    pub fn error(cmd: &str, e: &ApiError) -> Reply {
+        Reply {
+            ok: 0,
+            error: Some(e.message.clone()),
+            error_code: Some(e.code.as_u16()),
+            ..Reply::ok(cmd)
+        }
+    }
+
+    /// Sets `data`.
+    pub fn with_data(mut self, data: impl Serialize) -> Reply {
+        self.data = Some(serde_json::to_value(data).expect("reply data serialises"));
+        self
+    }
+
+    /// Sets the top-level `uid`.
+    pub fn with_uid(mut self, uid: impl Into<String>) -> Reply {
+        self.uid = Some(uid.into());
+        self
+    }
+
+    /// Adds a top-level field.
+    pub fn with_field(mut self, name: &str, value: impl Into<Value>) -> Reply {
+        self.extra.insert(name.to_string(), value.into());
+        self
+    }
+
+    /// HTTP status of this reply on the POST transport: 200 when ok, else
+    /// the class of its `errorCode`.
+    pub fn http_status(&self) -> u16 {
+        match self.error_code {
+            None => 200,
+            Some(code) => crate::error::status_of(code),
+        }
+    }
+
+    /// The JSON text of the reply.
+    pub fn to_json(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("replies serialise"))
+    }
+}

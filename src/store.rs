@@ -1,0 +1,438 @@
+//! The embedded store: the only module that imports sled.
+//!
+//! Everything lives in one sled tree under organization-scoped key prefixes,
+//! so that one [`sled::Batch`] applies a change and the event it causes
+//! atomically:
+//!
+//! | key | value |
+//! |---|---|
+//! | `org/{org}` | [`Org`] JSON |
+//! | `tok/{sha256 hex}` | organization id |
+//! | `seq/{org}` | last event `seq`, u64 big-endian |
+//! | `bot/{org}/{botID:020}` | [`Bot`] JSON |
+//! | `usr/{org}/{uid}` | [`UserRecord`] JSON |
+//! | `dat/{org}/{uid}` | custom user data (`SetUserData`) JSON |
+//! | `tag/{org}/{lowercase name}` | [`Tag`] JSON |
+//! | `evt/{org}/{seq:020}` | the event JSON, as sent |
+//!
+//! Invariants: writes are serialised by one mutex held only around in-memory
+//! sled operations (never across an await), which makes each organization's
+//! `seq` gap-free and the log ordered. [`Store::write`] returns only after the
+//! change is flushed to disk; concurrent writers share one flush (group
+//! commit), and events are handed to the bus in `seq` order after the flush
+//! that made them durable, never before.
+
+use crate::model::{Bot, Event, Org, Tag, User, UserRecord};
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// A failure of the storage layer. Handlers map it to 2004 Internal error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the data directory's lock.
+    #[error("data dir {0} is locked by another convgate process (sled lock on {0}/db)")]
+    Locked(PathBuf),
+    /// sled reported an error.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record did not decode (corruption or an incompatible version).
+    #[error("store: corrupt record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// The flusher stopped (the store is shutting down).
+    #[error("store: closed")]
+    Closed,
+}
+
+/// Called with each event once it is durable, in `seq` order per organization.
+pub type OnDurable = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// A cheap, cloneable handle to the store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    write_lock: Mutex<()>,
+    flush_tx: mpsc::UnboundedSender<Pending>,
+}
+
+/// A committed batch waiting for its flush: its events and its waiter.
+struct Pending {
+    events: Vec<Event>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("/").into_bytes()
+}
+
+fn decode<T: DeserializeOwned>(v: Option<sled::IVec>) -> Result<Option<T>, StoreError> {
+    v.map(|v| serde_json::from_slice(&v))
+        .transpose()
+        .map_err(Into::into)
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir` and starts its flusher task.
+    /// `on_durable` receives each event after the flush that made it durable.
+    ///
+    /// Errors: [`StoreError::Locked`] when another process has `dir` open.
+    /// Must be called inside a tokio runtime.
+    pub fn open(dir: &Path, on_durable: OnDurable) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            // Flushes are ours (group commit); no background timer needed.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(dir.to_path_buf())
+                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(dir.to_path_buf())
+                }
+                e => StoreError::Sled(e),
+            })?;
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        tokio::spawn(flusher(db.clone(), flush_rx, on_durable));
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                write_lock: Mutex::new(()),
+                flush_tx,
+            }),
+        })
+    }
+
+    fn get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
+        decode(self.inner.db.get(k)?)
+    }
+
+    /// Whether no organization exists yet (first start).
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .scan_prefix(b"org/")
+            .next()
+            .transpose()?
+            .is_none())
+    }
+
+    /// The organization whose token hashes to `token_sha256` (hex), if any.
+    pub fn org_by_token(&self, token_sha256: &str) -> Result<Option<Org>, StoreError> {
+        let Some(id) = self.inner.db.get(key(&["tok", token_sha256]))? else {
+            return Ok(None);
+        };
+        self.get(&key(&["org", &String::from_utf8_lossy(&id)]))
+    }
+
+    /// The organization `id`, if it exists.
+    pub fn org(&self, id: &str) -> Result<Option<Org>, StoreError> {
+        self.get(&key(&["org", id]))
+    }
+
+    /// The bot `id` of organization `org`.
+    pub fn bot(&self, org: &str, id: u64) -> Result<Option<Bot>, StoreError> {
+        self.get(&bot_key(org, id))
+    }
+
+    /// Every bot of `org`, by `botID`.
+    pub fn bots(&self, org: &str) -> Result<Vec<Bot>, StoreError> {
+        self.scan(&format!("bot/{org}/"), None, usize::MAX, |_: &Bot| true)
+    }
+
+    /// The user `uid` of `org`, with its tags.
+    pub fn user(&self, org: &str, uid: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.get(&key(&["usr", org, uid]))
+    }
+
+    /// The custom data of user `uid` (`SetUserData`), if any was set.
+    pub fn user_data(&self, org: &str, uid: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.get(&key(&["dat", org, uid]))
+    }
+
+    /// The tag whose case-folded name is `tag_key`.
+    pub fn tag(&self, org: &str, tag_key: &str) -> Result<Option<Tag>, StoreError> {
+        self.get(&key(&["tag", org, tag_key]))
+    }
+
+    /// Users of `org` in uid order, restricted to bot `bot_id` when given,
+    /// starting after uid `after`, keeping those `keep` accepts, at most `limit`.
+    pub fn users(
+        &self,
+        org: &str,
+        bot_id: Option<u64>,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&User) -> bool,
+    ) -> Result<Vec<User>, StoreError> {
+        let prefix = match bot_id {
+            Some(b) => format!("usr/{org}/{b}-"),
+            None => format!("usr/{org}/"),
+        };
+        let after = after.map(|uid| format!("usr/{org}/{uid}"));
+        let recs = self.scan(&prefix, after.as_deref(), limit, |r: &UserRecord| {
+            keep(&r.user)
+        })?;
+        Ok(recs.into_iter().map(|r| r.user).collect())
+    }
+
+    fn scan<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        let iter = match after {
+            Some(a) if a.as_bytes() >= prefix.as_bytes() => {
+                let mut start = a.as_bytes().to_vec();
+                start.push(0);
+                self.inner.db.range(start..)
+            }
+            _ => self.inner.db.range(prefix.as_bytes()..),
+        };
+        for kv in iter {
+            let (k, v) = kv?;
+            if !k.starts_with(prefix.as_bytes()) || out.len() >= limit {
+                break;
+            }
+            let rec: T = serde_json::from_slice(&v)?;
+            if keep(&rec) {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` as one atomic, durable write and returns its result.
+    ///
+    /// `f` reads through the [`WriteTx`] and stages writes and events; when it
+    /// returns `Ok`, everything staged is applied atomically, and this returns
+    /// after the flush that makes it durable (shared with concurrent writers).
+    /// When `f` returns `Err`, nothing is written. Events get consecutive
+    /// `seq` numbers of `org` and reach `on_durable` after the flush.
+    pub async fn write<T, E>(
+        &self,
+        org: &str,
+        f: impl FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let done = {
+            let _guard = self
+                .inner
+                .write_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut tx = WriteTx {
+                store: self,
+                org,
+                batch: sled::Batch::default(),
+                events: Vec::new(),
+                last_seq: None,
+            };
+            let out = f(&mut tx)?;
+            let WriteTx {
+                mut batch,
+                events,
+                last_seq,
+                ..
+            } = tx;
+            if let Some(seq) = last_seq {
+                batch.insert(key(&["seq", org]), &seq.to_be_bytes());
+            }
+            self.inner.db.apply_batch(batch).map_err(StoreError::from)?;
+            let (done_tx, done_rx) = oneshot::channel();
+            // Sent under the lock: the flusher sees batches in commit order.
+            self.inner
+                .flush_tx
+                .send(Pending {
+                    events,
+                    done: done_tx,
+                })
+                .map_err(|_| StoreError::Closed)?;
+            (out, done_rx)
+        };
+        let (out, done_rx) = done;
+        match done_rx.await {
+            Ok(Ok(())) => Ok(out),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "flush failed");
+                Err(StoreError::Closed.into())
+            }
+            Err(_) => Err(StoreError::Closed.into()),
+        }
+    }
+
+    /// Creates organization `org` whose token hashes to `token_sha256` (hex).
+    pub async fn create_org(&self, org: &Org) -> Result<(), StoreError> {
+        self.write(&org.id, |tx| {
+            tx.batch.insert(key(&["org", &org.id]), encode(org));
+            tx.batch
+                .insert(key(&["tok", &org.token_sha256]), org.id.as_bytes());
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
+    /// Replaces the token of `org_id` by one hashing to `new_sha256`; the old
+    /// token stops resolving in the same atomic write. Returns false when the
+    /// organization does not exist.
+    pub async fn replace_token(&self, org_id: &str, new_sha256: &str) -> Result<bool, StoreError> {
+        self.write(org_id, |tx| {
+            let Some(mut org) = tx.store.org(org_id)? else {
+                return Ok(false);
+            };
+            tx.batch.remove(key(&["tok", &org.token_sha256]));
+            org.token_sha256 = new_sha256.to_string();
+            tx.batch.insert(key(&["org", org_id]), encode(&org));
+            tx.batch
+                .insert(key(&["tok", new_sha256]), org_id.as_bytes());
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Flushes everything to disk (used at shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Whether the store answers reads (`GET /healthz`).
+    pub fn healthy(&self) -> bool {
+        self.inner.db.get(b"org/").is_ok()
+    }
+}
+
+fn bot_key(org: &str, id: u64) -> Vec<u8> {
+    format!("bot/{org}/{id:020}").into_bytes()
+}
+
+/// One write in progress: reads see committed state, writes are staged and
+/// applied atomically when [`Store::write`]'s closure returns `Ok`.
+pub struct WriteTx<'a> {
+    store: &'a Store,
+    org: &'a str,
+    batch: sled::Batch,
+    events: Vec<Event>,
+    last_seq: Option<u64>,
+}
+
+impl WriteTx<'_> {
+    /// The committed store, for reads.
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// Stages `user` (with its tags).
+    pub fn put_user(&mut self, rec: &UserRecord) {
+        self.batch
+            .insert(key(&["usr", self.org, &rec.user.uid]), encode(rec));
+    }
+
+    /// Stages the removal of user `uid` and its custom data.
+    pub fn delete_user(&mut self, uid: &str) {
+        self.batch.remove(key(&["usr", self.org, uid]));
+        self.batch.remove(key(&["dat", self.org, uid]));
+    }
+
+    /// Stages `data` as the custom data of `uid`.
+    pub fn put_user_data(&mut self, uid: &str, data: &serde_json::Value) {
+        self.batch
+            .insert(key(&["dat", self.org, uid]), encode(data));
+    }
+
+    /// Stages `tag` under its case-folded name.
+    pub fn put_tag(&mut self, tag: &Tag) {
+        self.batch.insert(
+            key(&["tag", self.org, &tag.name.to_lowercase()]),
+            encode(tag),
+        );
+    }
+
+    /// Stages `bot`.
+    pub fn put_bot(&mut self, bot: &Bot) {
+        self.batch.insert(bot_key(self.org, bot.id), encode(bot));
+    }
+
+    /// Appends an event to the organization's log: `body` (an object with
+    /// `cmd`, `ok`, and `data` or `uid`) gets the extension fields `seq` (next
+    /// in the organization) and `eventId` (a UUIDv7, `evt_` + 32 hex), and is
+    /// serialised once.
+    pub fn emit(
+        &mut self,
+        mut body: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let seq = match self.last_seq {
+            Some(s) => s + 1,
+            None => {
+                let last = self
+                    .store
+                    .inner
+                    .db
+                    .get(key(&["seq", self.org]))?
+                    .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+                    .unwrap_or(0);
+                last + 1
+            }
+        };
+        self.last_seq = Some(seq);
+        body.insert("seq".into(), seq.into());
+        body.insert(
+            "eventId".into(),
+            format!("evt_{}", uuid::Uuid::now_v7().simple()).into(),
+        );
+        let json = Bytes::from(serde_json::to_vec(&body)?);
+        self.batch.insert(
+            format!("evt/{}/{seq:020}", self.org).into_bytes(),
+            json.as_ref(),
+        );
+        self.events.push(Event {
+            org: self.org.to_string(),
+            seq,
+            json,
+        });
+        Ok(())
+    }
+}
+
+/// Group commit: takes every batch committed since the last flush, flushes
+/// once, then releases the events (in order) and the waiters.
+async fn flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<Pending>, on_durable: OnDurable) {
+    let mut group = Vec::new();
+    while rx.recv_many(&mut group, 4096).await > 0 {
+        let res = db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if let Err(e) = &res {
+            tracing::error!(error = %e, batches = group.len(), "group flush failed");
+        } else {
+            tracing::trace!(batches = group.len(), "group flush");
+        }
+        for p in group.drain(..) {
+            if res.is_ok() {
+                for ev in p.events {
+                    on_durable(ev);
+                }
+            }
+            let _ = p.done.send(res.clone());
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The WebSocket transport: `GET /ws`, one session per socket.
+//!
+//! A session is one `select!` loop over the socket, the organization's bus
+//! subscription, kicks from the registry and shutdown. The first frame must be
+//! `connect` with a token (reference, "Connect via Websocket"); afterwards
+//! commands come without a token and go through [`cmd::execute`], and events
+//! are written as they come.
+//!
+//! # Close codes (RFC 6455 §7.4; 4000–4999 are convgate's own)
+//! | code | when |
+//! |---|---|
+//! | 1001 | server shutting down |
+//! | 1008 | policy: first frame not `connect` (1019), bad or missing token (1000/1001), replaced by a newer socket (1018), token reset |
+//! | 1009 | a message over `max_message_bytes` |
+//! | 4000 | no frame for `heartbeat_timeout` |
+//! | 4001 | too slow: more than `socket_queue` events undelivered |
+
+use crate::auth::{authenticate, Caller};
+use crate::bus::Kick;
+use crate::cmd::{self, Envelope};
+use crate::error::{ApiError, ErrorCode};
+use crate::reply::Reply;
+use crate::server::{AppState, ConnPermit};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::Instrument;
+
+/// Close code: server going away (RFC 6455).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: policy violation (RFC 6455).
+pub const CLOSE_POLICY: u16 = 1008;
+/// Close code: message too big (RFC 6455).
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: heartbeat timeout (convgate).
+pub const CLOSE_IDLE: u16 = 4000;
+/// Close code: the socket could not keep up with its events (convgate).
+pub const CLOSE_SLOW: u16 = 4001;
+
+/// `GET /ws`: upgrades with the configured message limits.
+pub async fn upgrade(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(permit): Extension<ConnPermit>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let max = app.ctx.config.max_message_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        // Small frames are the norm: do not reserve tungstenite's 128 KiB.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| {
+            let span = tracing::info_span!("ws", %peer, org = tracing::field::Empty);
+            session(socket, app, permit).instrument(span)
+        })
+        .into_response()
+}
+
+/// What one read from the socket gave.
+enum Incoming {
+    Text(Utf8Bytes),
+    Binary,
+    /// A ping or pong: activity, nothing to answer (tungstenite pongs).
+    Control,
+    TooBig,
+    Closed,
+}
+
+async fn recv(socket: &mut WebSocket) -> Incoming {
+    match socket.recv().await {
+        None | Some(Ok(Message::Close(_))) => Incoming::Closed,
+        Some(Ok(Message::Text(t))) => Incoming::Text(t),
+        Some(Ok(Message::Binary(_))) => Incoming::Binary,
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
+        Some(Err(e)) => {
+            let inner = e.into_inner();
+            match inner.downcast_ref::<tungstenite::Error>() {
+                Some(tungstenite::Error::Capacity(_)) => Incoming::TooBig,
+                _ => {
+                    tracing::debug!(error = %inner, "socket read failed");
+                    Incoming::Closed
+                }
+            }
+        }
+    }
+}
+
+struct Session {
+    socket: WebSocket,
+    app: AppState,
+}
+
+/// Why a session ended, for the log.
+type End = &'static str;
+
+impl Session {
+    /// Sends `msg` within `write_timeout`; `Err` when the socket is gone or stuck.
+    async fn send(&mut self, msg: Message) -> Result<(), End> {
+        match timeout(self.app.ctx.config.write_timeout(), self.socket.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("write failed"),
+            Err(_) => Err("write timed out"),
+        }
+    }
+
+    async fn reply(&mut self, reply: &Reply) -> Result<(), End> {
+        let text = String::from_utf8(reply.to_json().to_vec()).expect("JSON is UTF-8");
+        self.send(Message::Text(text.into())).await
+    }
+
+    async fn error(&mut self, cmd: &str, e: &ApiError) -> Result<(), End> {
+        self.reply(&Reply::error(cmd, e)).await
+    }
+
+    /// Sends a close frame, then waits briefly for the peer's close so that
+    /// the frame is not lost to a TCP reset.
+    async fn close(mut self, code: u16, reason: &'static str) -> End {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        if self.send(Message::Close(Some(frame))).await.is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while let Ok(Some(Ok(_))) = timeout_at(deadline, self.socket.recv()).await {}
+        }
+        reason
+    }
+}
+
+async fn timeout_at<F: std::future::Future>(deadline: Instant, f: F) -> Result<F::Output, ()> {
+    tokio::time::timeout_at(deadline, f).await.map_err(|_| ())
+}
+
+async fn session(socket: WebSocket, app: AppState, _permit: ConnPermit) {
+    let _drain = app.tracker.token();
+    let mut s = Session { socket, app };
+    let end = match handshake(&mut s).await {
+        Ok(org) => connected(s, org).await,
+        Err(Some((code, reason))) => s.close(code, reason).await,
+        Err(None) => "closed before connect",
+    };
+    tracing::debug!(end, "socket closed");
+}
+
+/// Waits for `connect` and authenticates it. `Err(Some(close))` when the
+/// socket must be closed with that code, `Err(None)` when it is gone.
+async fn handshake(s: &mut Session) -> Result<crate::model::Org, Option<(u16, &'static str)>> {
+    let hb = s.app.ctx.config.heartbeat_timeout();
+    let text = tokio::select! {
+        _ = s.app.shutdown.cancelled() => return Err(Some((CLOSE_GOING_AWAY, "server shutting down"))),
+        r = timeout(hb, recv(&mut s.socket)) => match r {
+            Err(_) => return Err(Some((CLOSE_IDLE, "heartbeat timeout: no connect"))),
+            Ok(Incoming::Text(t)) => t,
+            Ok(Incoming::TooBig) => return Err(Some((CLOSE_TOO_BIG, "message too big"))),
+            Ok(Incoming::Closed) => return Err(None),
+            Ok(Incoming::Binary | Incoming::Control) => {
+                let e = ApiError::new(ErrorCode::ConnectExpected, "websocket connect expected as first command");
+                s.error("", &e).await.map_err(|_| None)?;
+                return Err(Some((CLOSE_POLICY, "connect expected")));
+            }
+        }
+    };
+    let env = match Envelope::parse(text.as_bytes()) {
+        Ok(env) if env.cmd == "connect" => env,
+        Ok(env) => {
+            let e = ApiError::new(
+                ErrorCode::ConnectExpected,
+                "websocket connect expected as first command",
+            );
+            s.error(&env.cmd, &e).await.map_err(|_| None)?;
+            return Err(Some((CLOSE_POLICY, "connect expected")));
+        }
+        Err(_) => {
+            let e = ApiError::new(
+                ErrorCode::ConnectExpected,
+                "websocket connect expected as first command",
+            );
+            s.error("", &e).await.map_err(|_| None)?;
+            return Err(Some((CLOSE_POLICY, "connect expected")));
+        }
+    };
+    let org = match authenticate(&s.app.ctx, env.token.as_deref()) {
+        Ok(Caller::Org(org)) => org,
+        Ok(Caller::Admin) => {
+            let e = ApiError::new(
+                ErrorCode::InvalidToken,
+                "the admin token cannot hold a socket; use POST",
+            );
+            s.error("connect", &e).await.map_err(|_| None)?;
+            return Err(Some((CLOSE_POLICY, "invalid token")));
+        }
+        Err(e) => {
+            s.error("connect", &e).await.map_err(|_| None)?;
+            let reason = if e.code == ErrorCode::MissingToken {
+                "missing token"
+            } else {
+                "invalid token"
+            };
+            return Err(Some((CLOSE_POLICY, reason)));
+        }
+    };
+    tracing::Span::current().record("org", org.id.as_str());
+    Ok(org)
+}
+
+/// The connected loop: commands in, replies and events out.
+async fn connected(mut s: Session, org: crate::model::Org) -> End {
+    let ctx = s.app.ctx.clone();
+    // Subscribe before acknowledging, so that no event falls in between.
+    let mut events = ctx.bus.subscribe(&org.id);
+    let (_registration, mut kicks) = ctx.bus.register(&org.id, ctx.config.max_sockets_per_token);
+    if let Err(end) = s.reply(&Reply::ok("connected")).await {
+        return end;
+    }
+    let caller = Caller::Org(org);
+    let hb = ctx.config.heartbeat_timeout();
+    let mut deadline = Instant::now() + hb;
+    loop {
+        tokio::select! {
+            _ = s.app.shutdown.cancelled() => return s.close(CLOSE_GOING_AWAY, "server shutting down").await,
+            Some(kick) = kicks.recv() => {
+                return match kick {
+                    Kick::Replaced => {
+                        let e = ApiError::new(ErrorCode::ConnectionReused, "websocket connection reused (previous connection closed)");
+                        if s.error("connect", &e).await.is_err() {
+                            return "write failed";
+                        }
+                        s.close(CLOSE_POLICY, "connection reused").await
+                    }
+                    Kick::TokenReset => s.close(CLOSE_POLICY, "token reset").await,
+                };
+            }
+            incoming = recv(&mut s.socket) => {
+                deadline = Instant::now() + hb;
+                let res = match incoming {
+                    Incoming::Closed => return "closed by peer",
+                    Incoming::TooBig => return s.close(CLOSE_TOO_BIG, "message too big").await,
+                    Incoming::Control => Ok(()),
+                    Incoming::Binary => {
+                        let e = ApiError::new(ErrorCode::InvalidJson, "invalid JSON object: binary frames are not accepted, send text");
+                        s.error("", &e).await
+                    }
+                    Incoming::Text(text) => {
+                        let reply = match Envelope::parse(text.as_bytes()) {
+                            Ok(env) if env.cmd == "connect" => Reply::ok("connected"),
+                            Ok(env) => cmd::execute(&ctx, &caller, &env).await,
+                            Err(e) => Reply::error("", &e),
+                        };
+                        s.reply(&reply).await
+                    }
+                };
+                if let Err(end) = res {
+                    return end;
+                }
+            }
+            ev = events.recv() => match ev {
+                Ok(ev) => {
+                    let text = Utf8Bytes::try_from(ev.json).expect("events are UTF-8 JSON");
+                    if let Err(end) = s.send(Message::Text(text)).await {
+                        return end;
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "socket too slow for its events");
+                    return s.close(CLOSE_SLOW, "too slow: event queue overflow").await;
+                }
+                Err(RecvError::Closed) => return s.close(CLOSE_GOING_AWAY, "event bus closed").await,
+            },
+            _ = sleep_until(deadline) => return s.close(CLOSE_IDLE, "heartbeat timeout").await,
+        }
+    }
+}
