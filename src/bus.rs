@@ -31,9 +31,12 @@ pub struct Bus {
 struct Inner {
     capacity: usize,
     channels: Mutex<HashMap<String, broadcast::Sender<Event>>>,
-    sessions: Mutex<HashMap<String, VecDeque<(u64, mpsc::Sender<Kick>)>>>,
+    sessions: Mutex<HashMap<String, VecDeque<LiveSocket>>>,
     next_session: AtomicU64,
 }
+
+/// A registered socket: its id and where to tell it to close.
+type LiveSocket = (u64, mpsc::Sender<Kick>);
 
 /// A live socket's place in the registry; removes itself on drop.
 pub struct Registration {

@@ -204,7 +204,8 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key go together");
         }
-        if !(self.heartbeat_timeout > 0.0) || !(self.write_timeout > 0.0) {
+        let positive = |s: f64| s.is_finite() && s > 0.0;
+        if !positive(self.heartbeat_timeout) || !positive(self.write_timeout) {
             return bad("heartbeat_timeout and write_timeout must be positive seconds");
         }
         if self.max_message_bytes < 64 || self.max_body_bytes < 64 {

@@ -104,14 +104,15 @@ impl Store {
                 e => StoreError::Sled(e),
             })?;
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
-        tokio::spawn(flusher(db.clone(), flush_rx, on_durable));
-        Ok(Store {
-            inner: Arc::new(Inner {
-                db,
-                write_lock: Mutex::new(()),
-                flush_tx,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            db,
+            write_lock: Mutex::new(()),
+            flush_tx,
+        });
+        // The flusher holds no strong reference: when the last handle drops,
+        // sled closes and releases the data dir's lock at once.
+        tokio::spawn(flusher(Arc::downgrade(&inner), flush_rx, on_durable));
+        Ok(Store { inner })
     }
 
     fn get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
@@ -413,14 +414,22 @@ impl WriteTx<'_> {
 
 /// Group commit: takes every batch committed since the last flush, flushes
 /// once, then releases the events (in order) and the waiters.
-async fn flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<Pending>, on_durable: OnDurable) {
+async fn flusher(
+    inner: std::sync::Weak<Inner>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    on_durable: OnDurable,
+) {
     let mut group = Vec::new();
     while rx.recv_many(&mut group, 4096).await > 0 {
-        let res = db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
+        let res = match inner.upgrade() {
+            Some(inner) => inner
+                .db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => Err("store closed".to_string()),
+        };
         if let Err(e) = &res {
             tracing::error!(error = %e, batches = group.len(), "group flush failed");
         } else {

@@ -280,7 +280,12 @@ impl Command {
 /// reply to send: the rate limit (2008), parsing and the command itself.
 #[tracing::instrument(skip_all, fields(cmd = %env.cmd))]
 pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope) -> Reply {
-    if let Err(wait) = ctx.check_rate(caller) {
+    // Heartbeats keep a socket alive; they never count against the budget.
+    let limited = env.cmd != "heartbeat";
+    if let Err(wait) = ctx
+        .check_rate(caller)
+        .or_else(|w| if limited { Err(w) } else { Ok(()) })
+    {
         let e = ApiError::new(
             ErrorCode::TokenRateLimited,
             "rate limit reached for this token",

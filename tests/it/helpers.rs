@@ -1,0 +1,329 @@
+//! Shared helpers: `spawn_gateway()` on 127.0.0.1 port 0 with a temporary
+//! data dir, typed POST and WebSocket clients, and schema validation of every
+//! reply and event they see against `protocol/schemas/convrs.schema.json`.
+
+use convgate::config::{Config, Secret};
+use convgate::server::Gateway;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const ADMIN_TOKEN: &str = "admin-secret-for-tests";
+
+fn protocol_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("protocol")
+}
+
+/// Reads a JSON file under `protocol/`.
+pub fn protocol_json(rel: &str) -> Value {
+    let text = std::fs::read_to_string(protocol_dir().join(rel)).expect(rel);
+    serde_json::from_str(&text).expect(rel)
+}
+
+fn schema_doc() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| protocol_json("schemas/convrs.schema.json"))
+}
+
+/// Validates `instance` against the definition `def` of the protocol schema.
+pub fn validate(def: &str, instance: &Value) {
+    let doc = schema_doc();
+    assert!(
+        doc["$defs"].get(def).is_some(),
+        "protocol schema has no definition {def:?}"
+    );
+    let mut root = doc.clone();
+    root["$ref"] = json!(format!("#/$defs/{def}"));
+    let validator = jsonschema::validator_for(&root).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{instance} does not match {def}: {errors:?}"
+    );
+}
+
+/// Validates a message the server sent: an event, an error reply, or the
+/// success reply of its command; and checks error codes against the table.
+pub fn validate_message(msg: &Value) {
+    let cmd = msg["cmd"].as_str().expect("every message has a string cmd");
+    if msg["ok"] == 0 {
+        validate("ErrorReply", msg);
+        let code = msg["errorCode"].as_u64().unwrap();
+        let table = protocol_json("error-codes.json");
+        assert!(
+            table["codes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["errorCode"] == code),
+            "errorCode {code} missing from protocol/error-codes.json"
+        );
+    } else if cmd.starts_with("on") {
+        validate(cmd, msg);
+    } else if cmd == "connected" {
+        validate("connect.reply", msg);
+    } else {
+        validate(&format!("{cmd}.reply"), msg);
+    }
+}
+
+/// A gateway under test, with the `default` organization's token.
+pub struct TestGateway {
+    pub gw: Option<Gateway>,
+    pub token: String,
+    /// Keeps the data dir alive as long as the gateway.
+    pub _dir: Arc<tempfile::TempDir>,
+    pub config: Config,
+    pub http: reqwest::Client,
+}
+
+/// The test configuration: port 0, a temporary dir, an admin token.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        log: "warn".into(),
+        ..Config::default()
+    }
+}
+
+pub async fn spawn_gateway() -> TestGateway {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestGateway {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut config = test_config(dir.path());
+    tweak(&mut config);
+    let gw = convgate::server::start(config.clone())
+        .await
+        .expect("gateway starts");
+    let token = gw
+        .bootstrap_token
+        .clone()
+        .expect("first start prints a token");
+    TestGateway {
+        gw: Some(gw),
+        token,
+        _dir: dir,
+        config,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestGateway {
+    pub fn gw(&self) -> &Gateway {
+        self.gw.as_ref().expect("running")
+    }
+
+    pub fn api_url(&self) -> String {
+        self.gw().api_url()
+    }
+
+    /// POSTs `body` as-is; returns the status and the validated reply.
+    pub async fn post(&self, body: &Value) -> (u16, Value) {
+        self.post_raw(body.to_string()).await
+    }
+
+    /// POSTs raw bytes; returns the status and the validated reply.
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let res = self
+            .http
+            .post(self.api_url())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = res.status().as_u16();
+        let reply: Value = res.json().await.expect("reply is JSON");
+        validate_message(&reply);
+        if status != 413 {
+            let expected = reply["errorCode"]
+                .as_u64()
+                .map_or(200, |c| convgate::error::status_of(c as u16));
+            assert_eq!(status, expected, "{reply}");
+        }
+        (status, reply)
+    }
+
+    /// POSTs `cmd` with `fields` and the organization's token.
+    pub async fn cmd(&self, cmd: &str, fields: Value) -> (u16, Value) {
+        self.cmd_as(&self.token, cmd, fields).await
+    }
+
+    /// POSTs `cmd` with `fields` and `token`.
+    pub async fn cmd_as(&self, token: &str, cmd: &str, fields: Value) -> (u16, Value) {
+        let mut body = fields;
+        body["token"] = json!(token);
+        body["cmd"] = json!(cmd);
+        self.post(&body).await
+    }
+
+    /// A socket connected with the organization's token.
+    pub async fn socket(&self) -> Ws {
+        self.socket_as(&self.token).await
+    }
+
+    /// A socket connected with `token` (asserts `connected`).
+    pub async fn socket_as(&self, token: &str) -> Ws {
+        let mut ws = self.raw_socket().await;
+        ws.send(&json!({"cmd": "connect", "token": token})).await;
+        let reply = ws.recv().await;
+        assert_eq!(reply, json!({"cmd": "connected", "ok": 1}));
+        ws
+    }
+
+    /// A socket that has not sent `connect`.
+    pub async fn raw_socket(&self) -> Ws {
+        let (stream, _) = tokio_tungstenite::connect_async(self.gw().ws_url())
+            .await
+            .expect("ws connect");
+        Ws {
+            stream,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Creates a bot and a user through POST; returns the uid.
+    pub async fn seed_user(&self, bot_id: u64, phone: &str, name: &str) -> String {
+        let (s, _) = self
+            .cmd(
+                "CreateBot",
+                json!({"botID": bot_id, "kind": "whatsapp", "name": "bot"}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let (s, r) = self
+            .cmd(
+                "UpsertUser",
+                json!({"botID": bot_id, "phone": phone, "name": name}),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+        r["uid"].as_str().unwrap().to_string()
+    }
+
+    /// Shuts the gateway down gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        let gw = self.gw.take().expect("running");
+        gw.shutdown();
+        tokio::time::timeout(Duration::from_secs(10), gw.wait())
+            .await
+            .expect("shutdown within 10 s")
+            .expect("clean shutdown");
+    }
+
+    /// Starts again on the same data dir (and a new port).
+    pub async fn restart(&mut self) {
+        let gw = convgate::server::start(self.config.clone())
+            .await
+            .expect("gateway restarts");
+        assert!(gw.bootstrap_token.is_none(), "no second bootstrap");
+        self.gw = Some(gw);
+    }
+}
+
+/// A WebSocket client that validates every message and keeps events that
+/// arrive while waiting for a reply.
+pub struct Ws {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub events: VecDeque<Value>,
+}
+
+impl Ws {
+    pub async fn send(&mut self, v: &Value) {
+        self.stream
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("ws send");
+    }
+
+    pub async fn send_msg(&mut self, m: Message) {
+        self.stream.send(m).await.expect("ws send");
+    }
+
+    /// The next message from the server (5 s at most), validated.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.stream.next())
+                .await
+                .expect("a message within 5 s")
+                .expect("socket open")
+                .expect("no socket error");
+            match msg {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).expect("server sends JSON");
+                    validate_message(&v);
+                    return v;
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends `cmd` with `fields` and returns its reply; events on the way are kept.
+    pub async fn cmd(&mut self, cmd: &str, fields: Value) -> Value {
+        let mut body = fields;
+        body["cmd"] = json!(cmd);
+        self.send(&body).await;
+        self.reply().await
+    }
+
+    /// The next message that is not an event.
+    pub async fn reply(&mut self) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v.get("seq").is_some() {
+                self.events.push_back(v);
+            } else {
+                return v;
+            }
+        }
+    }
+
+    /// The next event (kept or new).
+    pub async fn event(&mut self) -> Value {
+        if let Some(e) = self.events.pop_front() {
+            return e;
+        }
+        let v = self.recv().await;
+        assert!(v.get("seq").is_some(), "expected an event, got {v}");
+        v
+    }
+
+    /// Waits for the close frame (skipping other messages) and returns it.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.stream.next())
+                .await
+                .expect("closed within 10 s");
+            match msg {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket error instead of a close frame: {e}"),
+                None => return None,
+            }
+        }
+    }
+
+    /// Asserts nothing arrives within `ms` milliseconds.
+    pub async fn silent_for(&mut self, ms: u64) {
+        assert!(self.events.is_empty(), "unexpected {:?}", self.events);
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(ms), self.stream.next()).await {
+            panic!("expected silence, got {m:?}");
+        }
+    }
+}

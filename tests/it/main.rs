@@ -1,0 +1,11 @@
+//! The integration test binary: a real gateway on 127.0.0.1 port 0, real
+//! WebSocket and HTTP clients.
+
+mod helpers;
+
+mod commands;
+mod events;
+mod lifecycle;
+mod limits;
+mod protocol;
+mod session;
