@@ -57,6 +57,10 @@ pub fn authenticate(ctx: &Ctx, token: Option<&str>) -> Result<Caller, ApiError> 
         }
     }
     match ctx.store.org_by_token(&hash)? {
+        Some(org) if org.disabled => Err(ApiError::new(
+            ErrorCode::InvalidToken,
+            "API access is disabled for this organization",
+        )),
         Some(org) => Ok(Caller::Org(org)),
         None => Err(ApiError::new(ErrorCode::InvalidToken, "invalid API token")),
     }

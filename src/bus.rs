@@ -20,6 +20,8 @@ pub enum Kick {
     Replaced,
     /// The organization's token was reset (`ResetToken`).
     TokenReset,
+    /// The organization's API access was disabled (`DisableApi`).
+    Disabled,
 }
 
 /// Cheap, cloneable handle to the bus.

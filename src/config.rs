@@ -5,13 +5,13 @@
 //! Secrets are wrapped in [`Secret`], whose `Debug` never prints the value.
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// A secret string: `Debug` and `Display` print `[redacted]`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -78,6 +78,19 @@ pub struct Config {
     pub rate_limit: u32,
     /// Log filter (tracing `EnvFilter` syntax). Default `info`.
     pub log: String,
+    /// Allow `http://` webhooks and private, loopback and link-local
+    /// addresses (checked on the resolved addresses). Default false.
+    pub allow_private_webhooks: bool,
+    /// Seconds one webhook attempt may take; no 2xx by then is a failure. Default 15.
+    pub webhook_timeout: f64,
+    /// Delay in seconds before each attempt of a delivery: the first is
+    /// usually 0 (at once); its length is the number of attempts. Jittered
+    /// by ±10%. Default `[0, 5, 300, 1800, 7200, 18000, 36000, 36000]`.
+    pub webhook_retry_schedule: Vec<f64>,
+    /// Deliveries in flight to one webhook at once. Default 8.
+    pub webhook_concurrency: usize,
+    /// Seconds a rotated-out webhook secret keeps signing. Default 86400.
+    pub webhook_secret_overlap: f64,
 }
 
 impl Default for Config {
@@ -99,6 +112,13 @@ impl Default for Config {
             write_timeout: 10.0,
             rate_limit: 1000,
             log: "info".into(),
+            allow_private_webhooks: false,
+            webhook_timeout: 15.0,
+            webhook_retry_schedule: vec![
+                0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0,
+            ],
+            webhook_concurrency: 8,
+            webhook_secret_overlap: 86400.0,
         }
     }
 }
@@ -157,6 +177,22 @@ pub struct ServeArgs {
     /// Log filter [default: info].
     #[arg(long, env = "CONVGATE_LOG")]
     pub log: Option<String>,
+    /// Allow http:// and private-address webhooks.
+    #[arg(long, env = "CONVGATE_ALLOW_PRIVATE_WEBHOOKS")]
+    pub allow_private_webhooks: Option<bool>,
+    /// Seconds per webhook attempt [default: 15].
+    #[arg(long, env = "CONVGATE_WEBHOOK_TIMEOUT")]
+    pub webhook_timeout: Option<f64>,
+    /// Comma-separated delays in seconds before each attempt
+    /// [default: 0,5,300,1800,7200,18000,36000,36000].
+    #[arg(long, env = "CONVGATE_WEBHOOK_RETRY_SCHEDULE", value_delimiter = ',')]
+    pub webhook_retry_schedule: Option<Vec<f64>>,
+    /// Deliveries in flight per webhook [default: 8].
+    #[arg(long, env = "CONVGATE_WEBHOOK_CONCURRENCY")]
+    pub webhook_concurrency: Option<usize>,
+    /// Seconds a rotated-out secret keeps signing [default: 86400].
+    #[arg(long, env = "CONVGATE_WEBHOOK_SECRET_OVERLAP")]
+    pub webhook_secret_overlap: Option<f64>,
 }
 
 /// A configuration that cannot be used.
@@ -192,7 +228,8 @@ impl Config {
         }
         overlay!(listen, data_dir, allow_plaintext, heartbeat_timeout, max_sockets_per_token,
             max_message_bytes, max_body_bytes, max_connections, socket_queue, write_timeout,
-            rate_limit, log;
+            rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
+            webhook_concurrency, webhook_secret_overlap;
             tls_cert, tls_key, admin_token, bootstrap_token);
         cfg.validate()?;
         Ok(cfg)
@@ -207,6 +244,23 @@ impl Config {
         let positive = |s: f64| s.is_finite() && s > 0.0;
         if !positive(self.heartbeat_timeout) || !positive(self.write_timeout) {
             return bad("heartbeat_timeout and write_timeout must be positive seconds");
+        }
+        if !positive(self.webhook_timeout)
+            || !self.webhook_secret_overlap.is_finite()
+            || self.webhook_secret_overlap < 0.0
+        {
+            return bad("webhook_timeout must be positive, webhook_secret_overlap not negative");
+        }
+        if self.webhook_retry_schedule.is_empty()
+            || self
+                .webhook_retry_schedule
+                .iter()
+                .any(|d| !d.is_finite() || *d < 0.0)
+        {
+            return bad("webhook_retry_schedule needs at least one delay, each >= 0 seconds");
+        }
+        if self.webhook_concurrency == 0 {
+            return bad("webhook_concurrency must be positive");
         }
         if self.max_message_bytes < 64 || self.max_body_bytes < 64 {
             return bad("max_message_bytes and max_body_bytes must be at least 64");

@@ -83,3 +83,67 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
     }
 }
+
+/// `GET /metrics`: Prometheus text format (version 0.0.4). Delivery
+/// counters since start, pending deliveries and the age of the oldest.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (pending, oldest) = match app.ctx.store.pending_stats() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: store failure");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let age = oldest.map_or(0.0, |t| {
+        (crate::webhook::now_ms() - t).max(0) as f64 / 1000.0
+    });
+    let c = app.ctx.deliveries.counters();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
+    };
+    metric(
+        "convgate_webhook_pending",
+        "gauge",
+        "Webhook deliveries waiting for an attempt or in flight.",
+        pending.to_string(),
+    );
+    metric(
+        "convgate_webhook_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the oldest pending webhook delivery.",
+        format!("{age:.3}"),
+    );
+    metric(
+        "convgate_webhook_delivered_total",
+        "counter",
+        "Webhook deliveries acknowledged with a 2xx since start.",
+        c.delivered.load(Relaxed).to_string(),
+    );
+    metric(
+        "convgate_webhook_failed_total",
+        "counter",
+        "Webhook deliveries that exhausted their retries since start.",
+        c.failed.load(Relaxed).to_string(),
+    );
+    metric(
+        "convgate_webhook_attempts_total",
+        "counter",
+        "Webhook HTTP attempts since start.",
+        c.attempts.load(Relaxed).to_string(),
+    );
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        out,
+    )
+        .into_response()
+}

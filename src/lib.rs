@@ -11,6 +11,8 @@
 //! - [`store`]: the only module that knows sled; atomic, durable writes with
 //!   group commit and the per-organization event log.
 //! - [`bus`]: fans durable events out to live sockets of their organization.
+//! - [`webhook`]: durable, signed, retried delivery of every event to the
+//!   organization's webhook.
 //! - [`domain`], [`model`]: validated values and stored records.
 //! - [`auth`], [`config`], [`error`], [`reply`]: tokens, settings, the
 //!   reference's error codes, the reply envelope.
@@ -34,6 +36,7 @@ pub mod model;
 pub mod reply;
 pub mod server;
 pub mod store;
+pub mod webhook;
 pub mod ws;
 
 use crate::auth::Caller;
@@ -54,18 +57,26 @@ pub struct Ctx {
     pub bus: bus::Bus,
     /// The configuration in force.
     pub config: Arc<config::Config>,
+    /// The webhook delivery workers.
+    pub deliveries: webhook::Deliveries,
     limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
 }
 
 impl Ctx {
-    /// A context over `store` and `bus` with `config`'s limits.
-    pub fn new(store: store::Store, bus: bus::Bus, config: Arc<config::Config>) -> Ctx {
+    /// A context over `store`, `bus` and `deliveries` with `config`'s limits.
+    pub fn new(
+        store: store::Store,
+        bus: bus::Bus,
+        deliveries: webhook::Deliveries,
+        config: Arc<config::Config>,
+    ) -> Ctx {
         let limiter = NonZeroU32::new(config.rate_limit)
             .map(|n| Arc::new(RateLimiter::keyed(Quota::per_second(n))));
         Ctx {
             store,
             bus,
             config,
+            deliveries,
             limiter,
         }
     }
@@ -105,6 +116,7 @@ pub async fn bootstrap(ctx: &Ctx) -> Result<Option<String>, store::StoreError> {
         name: "default".into(),
         token_sha256: auth::hash_token(&token),
         created: domain::now_iso(),
+        disabled: false,
     };
     ctx.store.create_org(&org).await?;
     Ok(Some(token))

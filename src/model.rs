@@ -3,6 +3,7 @@
 //! These are the store's vocabulary (it never speaks sled's) and, for
 //! [`User`], exactly the reference's "User Object Fields" on the wire.
 
+use crate::config::Secret;
 use crate::domain::BotKind;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,10 @@ pub struct Org {
     pub token_sha256: String,
     /// ISO 8601 UTC creation time.
     pub created: String,
+    /// `DisableApi`: the token, sockets and deliveries of the organization
+    /// are stopped until the admin's `EnableApi`.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 impl std::fmt::Debug for Org {
@@ -26,6 +31,7 @@ impl std::fmt::Debug for Org {
         f.debug_struct("Org")
             .field("id", &self.id)
             .field("name", &self.name)
+            .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
 }
@@ -105,4 +111,68 @@ pub struct Event {
     pub seq: u64,
     /// The event object, e.g. `{"cmd":"onUserCreate","ok":1,"data":{…},"seq":1,"eventId":"…"}`.
     pub json: Bytes,
+}
+
+/// A webhook signing secret (`whsec_` + base64 of the key), and until when it
+/// still signs after a rotation (Unix milliseconds; `None`: current secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningSecret {
+    /// `whsec_…`; redacted in `Debug`.
+    pub secret: Secret,
+    /// Unix ms after which a rotated-out secret stops signing.
+    pub expires_ms: Option<i64>,
+}
+
+/// The organization's webhook ("Configure Webhook" of the reference).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Webhook {
+    /// Delivery URL (`https://`, or `http://` where private webhooks are allowed).
+    pub url: String,
+    /// Active secrets, current first; each delivery is signed with all of them.
+    pub secrets: Vec<SigningSecret>,
+    /// False after a 410 Gone (or until set again).
+    pub enabled: bool,
+    /// Why it was disabled, when it was.
+    pub disabled_reason: Option<String>,
+    /// ISO 8601 UTC time it was set.
+    pub created: String,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Not yet acknowledged with a 2xx; an attempt is scheduled.
+    Pending,
+    /// A 2xx was received.
+    Delivered,
+    /// Every attempt of the schedule failed: a dead letter.
+    Failed,
+}
+
+/// The delivery of one event to the organization's webhook (extension
+/// `GetDeliveries` shows these).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Delivery {
+    /// The event's `eventId` (the `webhook-id` header).
+    #[serde(rename = "eventId")]
+    pub event_id: String,
+    /// The event's `seq`.
+    pub seq: u64,
+    /// pending, delivered or failed.
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// HTTP status of the last attempt, when one was received.
+    #[serde(rename = "lastStatus")]
+    pub last_status: Option<u16>,
+    /// Transport error or refusal of the last attempt.
+    #[serde(rename = "lastError")]
+    pub last_error: Option<String>,
+    /// ISO 8601 UTC time of the next attempt (pending only).
+    #[serde(rename = "nextAttempt")]
+    pub next_attempt: Option<String>,
+    /// Unix ms when the delivery was queued.
+    #[serde(rename = "queuedMs")]
+    pub queued_ms: i64,
 }

@@ -11,6 +11,7 @@
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::store::{Store, StoreError};
+use crate::webhook::Deliveries;
 use crate::Ctx;
 use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
@@ -112,15 +113,24 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
     let bus = Bus::new(config.socket_queue);
     let publisher = bus.clone();
     let store = Store::open(&config.data_dir, Arc::new(move |ev| publisher.publish(ev)))?;
-    let ctx = Ctx::new(store, bus, config.clone());
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let deliveries = Deliveries::new(
+        store.clone(),
+        bus.clone(),
+        config.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    );
+    let ctx = Ctx::new(store, bus, deliveries, config.clone());
     let bootstrap_token = crate::bootstrap(&ctx).await?;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
+    ctx.deliveries.start_all()?;
     let app = AppState {
         ctx: ctx.clone(),
         shutdown: shutdown.clone(),
-        tracker: TaskTracker::new(),
+        tracker,
     };
     let is_tls = tls.is_some();
     let task = tokio::spawn(run(listener, app, tls));
@@ -170,6 +180,7 @@ pub fn router(app: AppState) -> Router {
         .route("/ws", get(crate::ws::upgrade))
         .route("/api", post(crate::http::api))
         .route("/healthz", get(crate::http::healthz))
+        .route("/metrics", get(crate::http::metrics))
         .with_state(app)
 }
 

@@ -14,6 +14,11 @@
 //! | `dat/{org}/{uid}` | custom user data (`SetUserData`) JSON |
 //! | `tag/{org}/{lowercase name}` | [`Tag`] JSON |
 //! | `evt/{org}/{seq:020}` | the event JSON, as sent |
+//! | `eid/{org}/{eventId}` | the event's `seq`, u64 big-endian |
+//! | `whk/{org}` | [`Webhook`] JSON |
+//! | `dcur/{org}` | last `seq` queued for webhook delivery, u64 big-endian |
+//! | `dlv/{org}/{seq:020}` | [`Delivery`] JSON |
+//! | `dq/{org}/{due ms:020}/{seq:020}` | a pending attempt, due at that Unix ms; value: queued ms |
 //!
 //! Invariants: writes are serialised by one mutex held only around in-memory
 //! sled operations (never across an await), which makes each organization's
@@ -21,8 +26,13 @@
 //! change is flushed to disk; concurrent writers share one flush (group
 //! commit), and events are handed to the bus in `seq` order after the flush
 //! that made them durable, never before.
+//!
+//! Delivery bookkeeping (`dcur`, `dlv`, `dq`) is written without waiting for
+//! a flush: losing its last second in a crash only repeats deliveries (at
+//! least once), it never skips one, because the cursor and the records move
+//! in the same batch and the event log itself is always durable first.
 
-use crate::model::{Bot, Event, Org, Tag, User, UserRecord};
+use crate::model::{Bot, Delivery, DeliveryStatus, Event, Org, Tag, User, UserRecord, Webhook};
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
@@ -91,8 +101,9 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
         let db = sled::Config::new()
             .path(dir.join("db"))
-            // Flushes are ours (group commit); no background timer needed.
-            .flush_every_ms(None)
+            // Acknowledged writes are flushed by the group commit; the timer
+            // only bounds how much delivery bookkeeping a crash can forget.
+            .flush_every_ms(Some(1000))
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
@@ -308,6 +319,213 @@ impl Store {
         .await
     }
 
+    /// The webhook of `org`, if one is set.
+    pub fn webhook(&self, org: &str) -> Result<Option<Webhook>, StoreError> {
+        self.get(&key(&["whk", org]))
+    }
+
+    /// Ids of every organization with a webhook (to start their workers).
+    pub fn orgs_with_webhooks(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.db.scan_prefix(b"whk/") {
+            let (k, _) = kv?;
+            out.push(String::from_utf8_lossy(&k[4..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` events of `org` with `seq > after`, in order.
+    pub fn events_after(
+        &self,
+        org: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let start = format!("evt/{org}/{:020}", after.saturating_add(1));
+        let prefix = format!("evt/{org}/");
+        let mut out = Vec::new();
+        for kv in self.inner.db.range(start.into_bytes()..) {
+            let (k, v) = kv?;
+            if !k.starts_with(prefix.as_bytes()) || out.len() >= limit {
+                break;
+            }
+            let seq = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            out.push(Event {
+                org: org.to_string(),
+                seq,
+                json: Bytes::copy_from_slice(&v),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The event `seq` of `org`, as sent.
+    pub fn event(&self, org: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .get(format!("evt/{org}/{seq:020}"))?
+            .map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    /// The `seq` of the event `event_id` of `org`.
+    pub fn seq_of_event(&self, org: &str, event_id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .get(key(&["eid", org, event_id]))?
+            .map(|v| be_u64(&v)))
+    }
+
+    /// The last `seq` of `org` queued for delivery (0: none).
+    pub fn delivery_cursor(&self, org: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .get(key(&["dcur", org]))?
+            .map_or(0, |v| be_u64(&v)))
+    }
+
+    /// The last `seq` of `org`'s event log (0: none).
+    pub fn last_seq(&self, org: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .get(key(&["seq", org]))?
+            .map_or(0, |v| be_u64(&v)))
+    }
+
+    /// Queues `deliveries` (new, pending, due at once) and moves the delivery
+    /// cursor of `org` to `cursor`, atomically.
+    pub fn enqueue_deliveries(
+        &self,
+        org: &str,
+        deliveries: &[Delivery],
+        cursor: u64,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for d in deliveries {
+            batch.insert(dlv_key(org, d.seq), encode(d));
+            batch.insert(dq_key(org, d.queued_ms, d.seq), &d.queued_ms.to_be_bytes());
+        }
+        batch.insert(key(&["dcur", org]), &cursor.to_be_bytes());
+        self.inner.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Pending attempts of `org` due at or before `now_ms`, earliest first:
+    /// `(due_ms, seq)`, at most `limit`.
+    pub fn due_deliveries(
+        &self,
+        org: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.queued(org) {
+            let (due, seq, _) = item?;
+            if due > now_ms || out.len() >= limit {
+                break;
+            }
+            out.push((due, seq));
+        }
+        Ok(out)
+    }
+
+    /// When the next pending attempt of `org` is due (Unix ms), if any.
+    pub fn next_due(&self, org: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.queued(org).next().transpose()?.map(|(due, _, _)| due))
+    }
+
+    /// `(due_ms, seq, queued_ms)` of every pending attempt of `org`, earliest first.
+    fn queued(&self, org: &str) -> impl Iterator<Item = Result<(i64, u64, i64), StoreError>> {
+        let prefix = format!("dq/{org}/");
+        let n = prefix.len();
+        self.inner.db.scan_prefix(prefix).map(move |kv| {
+            let (k, v) = kv?;
+            let rest = std::str::from_utf8(&k[n..]).unwrap_or("");
+            let (due, seq) = rest.split_once('/').unwrap_or(("0", "0"));
+            Ok((
+                due.parse().unwrap_or(0),
+                seq.parse().unwrap_or(0),
+                be_u64(&v) as i64,
+            ))
+        })
+    }
+
+    /// The delivery of event `seq` of `org`.
+    pub fn delivery(&self, org: &str, seq: u64) -> Result<Option<Delivery>, StoreError> {
+        self.get(&dlv_key(org, seq))
+    }
+
+    /// Records `d`, removing the attempt that was due at `old_due` and, when
+    /// `new_due` is given, scheduling the next one then; atomically.
+    pub fn update_delivery(
+        &self,
+        org: &str,
+        d: &Delivery,
+        old_due: Option<i64>,
+        new_due: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(dlv_key(org, d.seq), encode(d));
+        if let Some(old) = old_due {
+            batch.remove(dq_key(org, old, d.seq));
+        }
+        if let Some(due) = new_due {
+            batch.insert(dq_key(org, due, d.seq), &d.queued_ms.to_be_bytes());
+        }
+        self.inner.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Deliveries of `org` with `since <= seq <= until`, in `seq` order,
+    /// starting after `after`, keeping those of `status` when given, at most `limit`.
+    pub fn deliveries(
+        &self,
+        org: &str,
+        status: Option<DeliveryStatus>,
+        since: u64,
+        until: u64,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let from = after.map_or(since, |a| a.saturating_add(1)).max(since);
+        let prefix = format!("dlv/{org}/");
+        let mut out = Vec::new();
+        for kv in self.inner.db.range(dlv_key(org, from)..) {
+            let (k, v) = kv?;
+            if !k.starts_with(prefix.as_bytes()) || out.len() >= limit {
+                break;
+            }
+            let d: Delivery = serde_json::from_slice(&v)?;
+            if d.seq > until {
+                break;
+            }
+            if status.is_none_or(|s| s == d.status) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every pending attempt of every organization: how many, and the
+    /// earliest time (Unix ms) one of them was queued.
+    pub fn pending_stats(&self) -> Result<(u64, Option<i64>), StoreError> {
+        let mut count = 0;
+        let mut oldest: Option<i64> = None;
+        for kv in self.inner.db.scan_prefix(b"dq/") {
+            let (_, v) = kv?;
+            count += 1;
+            let queued = be_u64(&v) as i64;
+            oldest = Some(oldest.map_or(queued, |o| o.min(queued)));
+        }
+        Ok((count, oldest))
+    }
+
     /// Flushes everything to disk (used at shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush_async().await?;
@@ -318,6 +536,18 @@ impl Store {
     pub fn healthy(&self) -> bool {
         self.inner.db.get(b"org/").is_ok()
     }
+}
+
+fn be_u64(v: &[u8]) -> u64 {
+    u64::from_be_bytes(v.try_into().unwrap_or([0; 8]))
+}
+
+fn dlv_key(org: &str, seq: u64) -> Vec<u8> {
+    format!("dlv/{org}/{seq:020}").into_bytes()
+}
+
+fn dq_key(org: &str, due_ms: i64, seq: u64) -> Vec<u8> {
+    format!("dq/{org}/{:020}/{seq:020}", due_ms.max(0)).into_bytes()
 }
 
 fn bot_key(org: &str, id: u64) -> Vec<u8> {
@@ -366,6 +596,27 @@ impl WriteTx<'_> {
         );
     }
 
+    /// Stages `webhook` as the organization's webhook.
+    pub fn put_webhook(&mut self, webhook: &Webhook) {
+        self.batch.insert(key(&["whk", self.org]), encode(webhook));
+    }
+
+    /// Stages the delivery cursor: events after `seq` go to the webhook.
+    pub fn set_delivery_cursor(&mut self, seq: u64) {
+        self.batch
+            .insert(key(&["dcur", self.org]), &seq.to_be_bytes());
+    }
+
+    /// Stages `org` (its own record: `disabled`, name).
+    pub fn put_org(&mut self, org: &Org) {
+        self.batch.insert(key(&["org", &org.id]), encode(org));
+    }
+
+    /// Stages the removal of the organization's webhook.
+    pub fn delete_webhook(&mut self) {
+        self.batch.remove(key(&["whk", self.org]));
+    }
+
     /// Stages `bot`.
     pub fn put_bot(&mut self, bot: &Bot) {
         self.batch.insert(bot_key(self.org, bot.id), encode(bot));
@@ -381,23 +632,14 @@ impl WriteTx<'_> {
     ) -> Result<(), StoreError> {
         let seq = match self.last_seq {
             Some(s) => s + 1,
-            None => {
-                let last = self
-                    .store
-                    .inner
-                    .db
-                    .get(key(&["seq", self.org]))?
-                    .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-                    .unwrap_or(0);
-                last + 1
-            }
+            None => self.store.last_seq(self.org)? + 1,
         };
         self.last_seq = Some(seq);
         body.insert("seq".into(), seq.into());
-        body.insert(
-            "eventId".into(),
-            format!("evt_{}", uuid::Uuid::now_v7().simple()).into(),
-        );
+        let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+        self.batch
+            .insert(key(&["eid", self.org, &event_id]), &seq.to_be_bytes());
+        body.insert("eventId".into(), event_id.into());
         let json = Bytes::from(serde_json::to_vec(&body)?);
         self.batch.insert(
             format!("evt/{}/{seq:020}", self.org).into_bytes(),

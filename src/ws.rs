@@ -10,7 +10,7 @@
 //! | code | when |
 //! |---|---|
 //! | 1001 | server shutting down |
-//! | 1008 | policy: first frame not `connect` (1019), bad or missing token (1000/1001), replaced by a newer socket (1018), token reset |
+//! | 1008 | policy: first frame not `connect` (1019), bad or missing token (1000/1001), replaced by a newer socket (1018), token reset, API disabled |
 //! | 1009 | a message over `max_message_bytes` |
 //! | 4000 | no frame for `heartbeat_timeout` |
 //! | 4001 | too slow: more than `socket_queue` events undelivered |
@@ -234,6 +234,7 @@ async fn connected(mut s: Session, org: crate::model::Org) -> End {
                         s.close(CLOSE_POLICY, "connection reused").await
                     }
                     Kick::TokenReset => s.close(CLOSE_POLICY, "token reset").await,
+                    Kick::Disabled => s.close(CLOSE_POLICY, "API disabled").await,
                 };
             }
             incoming = recv(&mut s.socket) => {

@@ -50,6 +50,7 @@ impl CreateOrganization {
             name: self.name,
             token_sha256: hash_token(&token),
             created: now_iso(),
+            disabled: false,
         };
         ctx.store.create_org(&org).await?;
         tracing::info!(org = %org.id, "organization created");

@@ -11,19 +11,27 @@ mod create_organization;
 mod create_user_tag;
 mod delete_user;
 mod delete_user_tag;
+mod delete_webhook;
+mod disable_api;
+mod enable_api;
 mod get_bots;
+mod get_deliveries;
 mod get_user;
 mod get_user_data;
 mod get_user_tags;
 mod get_users;
+mod get_webhook;
 mod heartbeat;
+mod redeliver_events;
 mod reset_token;
+mod rotate_webhook_secret;
 mod set_user_data;
 mod set_user_email;
 mod set_user_name;
 mod set_user_notes;
 mod set_user_phone;
 mod set_user_tag;
+mod set_webhook;
 mod upsert_user;
 
 pub use create_bot::CreateBot;
@@ -31,19 +39,27 @@ pub use create_organization::CreateOrganization;
 pub use create_user_tag::CreateUserTag;
 pub use delete_user::DeleteUser;
 pub use delete_user_tag::DeleteUserTag;
+pub use delete_webhook::DeleteWebhook;
+pub use disable_api::DisableApi;
+pub use enable_api::EnableApi;
 pub use get_bots::GetBots;
+pub use get_deliveries::GetDeliveries;
 pub use get_user::GetUser;
 pub use get_user_data::GetUserData;
 pub use get_user_tags::GetUserTags;
 pub use get_users::GetUsers;
+pub use get_webhook::GetWebhook;
 pub use heartbeat::Heartbeat;
+pub use redeliver_events::RedeliverEvents;
 pub use reset_token::ResetToken;
+pub use rotate_webhook_secret::RotateWebhookSecret;
 pub use set_user_data::SetUserData;
 pub use set_user_email::SetUserEmail;
 pub use set_user_name::SetUserName;
 pub use set_user_notes::SetUserNotes;
 pub use set_user_phone::SetUserPhone;
 pub use set_user_tag::SetUserTag;
+pub use set_webhook::SetWebhook;
 pub use upsert_user::UpsertUser;
 
 use crate::auth::Caller;
@@ -194,6 +210,22 @@ pub enum Command {
     ResetToken(ResetToken),
     /// `CreateOrganization` (extension; admin token only).
     CreateOrganization(CreateOrganization),
+    /// `EnableApi` (extension; admin token only).
+    EnableApi(EnableApi),
+    /// `SetWebhook` (extension; "Configure Webhook").
+    SetWebhook(SetWebhook),
+    /// `GetWebhook` (extension).
+    GetWebhook(GetWebhook),
+    /// `DeleteWebhook` (extension).
+    DeleteWebhook(DeleteWebhook),
+    /// `RotateWebhookSecret` (extension).
+    RotateWebhookSecret(RotateWebhookSecret),
+    /// `DisableApi` (extension; "Disable API").
+    DisableApi(DisableApi),
+    /// `GetDeliveries` (extension).
+    GetDeliveries(GetDeliveries),
+    /// `RedeliverEvents` (extension).
+    RedeliverEvents(RedeliverEvents),
 }
 
 impl Command {
@@ -221,6 +253,14 @@ impl Command {
             "GetUserData" => Command::GetUserData(GetUserData::parse(&f)?),
             "ResetToken" => Command::ResetToken(ResetToken),
             "CreateOrganization" => Command::CreateOrganization(CreateOrganization::parse(&f)?),
+            "EnableApi" => Command::EnableApi(EnableApi::parse(&f)?),
+            "SetWebhook" => Command::SetWebhook(SetWebhook::parse(&f)?),
+            "GetWebhook" => Command::GetWebhook(GetWebhook),
+            "DeleteWebhook" => Command::DeleteWebhook(DeleteWebhook),
+            "RotateWebhookSecret" => Command::RotateWebhookSecret(RotateWebhookSecret),
+            "DisableApi" => Command::DisableApi(DisableApi),
+            "GetDeliveries" => Command::GetDeliveries(GetDeliveries::parse(&f)?),
+            "RedeliverEvents" => Command::RedeliverEvents(RedeliverEvents::parse(&f)?),
             "" => return Err(ApiError::new(ErrorCode::UnknownCommand, "missing cmd")),
             other => {
                 return Err(ApiError::new(
@@ -231,47 +271,63 @@ impl Command {
         })
     }
 
-    /// Runs the command for `caller`. Commands other than
-    /// `CreateOrganization` need an organization's token; that one needs the
-    /// admin token (1001 otherwise).
+    /// Runs the command for `caller`. `CreateOrganization` and `EnableApi`
+    /// need the admin token, `heartbeat` any token, every other command an
+    /// organization's token (1001 otherwise).
     pub async fn apply(self, ctx: &Ctx, caller: &Caller) -> Result<Reply, ApiError> {
-        if let Command::CreateOrganization(c) = self {
-            return match caller {
-                Caller::Admin => c.apply(ctx).await,
-                Caller::Org(_) => Err(ApiError::new(
+        let org = match caller {
+            Caller::Org(org) => Some(org),
+            Caller::Admin => None,
+        };
+        let needs_org = || {
+            org.ok_or_else(|| {
+                ApiError::new(
                     ErrorCode::InvalidToken,
-                    "CreateOrganization needs the instance admin token",
-                )),
-            };
-        }
-        if let Command::Heartbeat(c) = self {
-            return c.apply();
-        }
-        let Caller::Org(org) = caller else {
-            return Err(ApiError::new(
+                    "the admin token only runs CreateOrganization and EnableApi",
+                )
+            })
+        };
+        let needs_admin = |name: &str| match org {
+            None => Ok(()),
+            Some(_) => Err(ApiError::new(
                 ErrorCode::InvalidToken,
-                "the admin token only runs CreateOrganization",
-            ));
+                format!("{name} needs the instance admin token"),
+            )),
         };
         match self {
-            Command::GetUser(c) => c.apply(ctx, org),
-            Command::GetUsers(c) => c.apply(ctx, org),
-            Command::SetUserData(c) => c.apply(ctx, org).await,
-            Command::SetUserName(c) => c.apply(ctx, org).await,
-            Command::SetUserEmail(c) => c.apply(ctx, org).await,
-            Command::SetUserNotes(c) => c.apply(ctx, org).await,
-            Command::SetUserPhone(c) => c.apply(ctx, org).await,
-            Command::GetUserTags(c) => c.apply(ctx, org),
-            Command::SetUserTag(c) => c.apply(ctx, org).await,
-            Command::DeleteUserTag(c) => c.apply(ctx, org).await,
-            Command::CreateUserTag(c) => c.apply(ctx, org).await,
-            Command::CreateBot(c) => c.apply(ctx, org).await,
-            Command::GetBots(c) => c.apply(ctx, org),
-            Command::UpsertUser(c) => c.apply(ctx, org).await,
-            Command::DeleteUser(c) => c.apply(ctx, org).await,
-            Command::GetUserData(c) => c.apply(ctx, org),
-            Command::ResetToken(c) => c.apply(ctx, org).await,
-            Command::Heartbeat(_) | Command::CreateOrganization(_) => unreachable!("handled above"),
+            Command::Heartbeat(c) => c.apply(),
+            Command::CreateOrganization(c) => {
+                needs_admin("CreateOrganization")?;
+                c.apply(ctx).await
+            }
+            Command::EnableApi(c) => {
+                needs_admin("EnableApi")?;
+                c.apply(ctx).await
+            }
+            Command::GetUser(c) => c.apply(ctx, needs_org()?),
+            Command::GetUsers(c) => c.apply(ctx, needs_org()?),
+            Command::SetUserData(c) => c.apply(ctx, needs_org()?).await,
+            Command::SetUserName(c) => c.apply(ctx, needs_org()?).await,
+            Command::SetUserEmail(c) => c.apply(ctx, needs_org()?).await,
+            Command::SetUserNotes(c) => c.apply(ctx, needs_org()?).await,
+            Command::SetUserPhone(c) => c.apply(ctx, needs_org()?).await,
+            Command::GetUserTags(c) => c.apply(ctx, needs_org()?),
+            Command::SetUserTag(c) => c.apply(ctx, needs_org()?).await,
+            Command::DeleteUserTag(c) => c.apply(ctx, needs_org()?).await,
+            Command::CreateUserTag(c) => c.apply(ctx, needs_org()?).await,
+            Command::CreateBot(c) => c.apply(ctx, needs_org()?).await,
+            Command::GetBots(c) => c.apply(ctx, needs_org()?),
+            Command::UpsertUser(c) => c.apply(ctx, needs_org()?).await,
+            Command::DeleteUser(c) => c.apply(ctx, needs_org()?).await,
+            Command::GetUserData(c) => c.apply(ctx, needs_org()?),
+            Command::ResetToken(c) => c.apply(ctx, needs_org()?).await,
+            Command::SetWebhook(c) => c.apply(ctx, needs_org()?).await,
+            Command::GetWebhook(c) => c.apply(ctx, needs_org()?),
+            Command::DeleteWebhook(c) => c.apply(ctx, needs_org()?).await,
+            Command::RotateWebhookSecret(c) => c.apply(ctx, needs_org()?).await,
+            Command::DisableApi(c) => c.apply(ctx, needs_org()?).await,
+            Command::GetDeliveries(c) => c.apply(ctx, needs_org()?),
+            Command::RedeliverEvents(c) => c.apply(ctx, needs_org()?),
         }
     }
 }
@@ -281,11 +337,11 @@ impl Command {
 #[tracing::instrument(skip_all, fields(cmd = %env.cmd))]
 pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope) -> Reply {
     // Heartbeats keep a socket alive; they never count against the budget.
-    let limited = env.cmd != "heartbeat";
-    if let Err(wait) = ctx
-        .check_rate(caller)
-        .or_else(|w| if limited { Err(w) } else { Ok(()) })
-    {
+    let rate = match env.cmd.as_str() {
+        "heartbeat" => Ok(()),
+        _ => ctx.check_rate(caller),
+    };
+    if let Err(wait) = rate {
         let e = ApiError::new(
             ErrorCode::TokenRateLimited,
             "rate limit reached for this token",
