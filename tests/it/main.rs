@@ -9,3 +9,4 @@ mod lifecycle;
 mod limits;
 mod protocol;
 mod session;
+mod webhooks;
