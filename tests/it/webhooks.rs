@@ -14,6 +14,9 @@ async fn received(server: &MockServer, n: usize) -> Vec<Request> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let got = server.received_requests().await.unwrap_or_default();
+        for r in &got {
+            validate_message(&body(r));
+        }
         if got.len() >= n || Instant::now() > deadline {
             assert!(got.len() >= n, "expected {n} deliveries, got {}", got.len());
             return got;
