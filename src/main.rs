@@ -27,6 +27,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_new(&config.log).context("invalid log filter")?)
         .with_writer(std::io::stderr)
         .init();
+    // Handlers first: a signal that arrives once we are serving must stop us gracefully.
+    let shutdown = shutdown_signal()?;
     let gateway = convgate::server::start(config)
         .await
         .context("cannot start convgate")?;
@@ -35,24 +37,22 @@ async fn main() -> anyhow::Result<()> {
         println!("API token: {token}");
     }
     tracing::info!(websocket = %gateway.ws_url(), post = %gateway.api_url(), "API endpoints");
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     gateway.shutdown();
     gateway.wait().await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
+/// Installs the SIGINT and SIGTERM handlers now; the future resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }
