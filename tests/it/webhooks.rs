@@ -498,9 +498,11 @@ async fn kill_9_loses_no_acknowledged_event() {
         .unwrap();
 
     // Four writers, each acknowledging what the gateway acknowledged, until the kill.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..4u32 {
         let post = post.clone();
+        let progress = progress.clone();
         writers.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..10_000u32 {
@@ -509,6 +511,7 @@ async fn kill_9_loses_no_acknowledged_event() {
                     Ok(r) if r.status() == 200 => {
                         let v: Value = r.json().await.unwrap();
                         acked.push(v["uid"].as_str().unwrap().to_string());
+                        progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     _ => break,
                 }
@@ -516,7 +519,13 @@ async fn kill_9_loses_no_acknowledged_event() {
             acked
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill mid-stream: once a few hundred writes were acknowledged (however
+    // slow the machine), then a little later so that some are in flight.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(37)).await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let mut acked = HashSet::new();
