@@ -147,14 +147,4 @@ impl Bus {
             }
         }
     }
-
-    /// Number of live registered sockets of `org`.
-    pub fn live_sockets(&self, org: &str) -> usize {
-        let sessions = self
-            .inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        sessions.get(org).map_or(0, VecDeque::len)
-    }
 }

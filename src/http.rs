@@ -85,7 +85,8 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format (version 0.0.4). Delivery
-/// counters since start, pending deliveries and the age of the oldest.
+/// counters since start, pending deliveries and the age of the oldest, and
+/// the store's group-commit counters.
 pub async fn metrics(State(app): State<AppState>) -> Response {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
@@ -136,6 +137,19 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         "counter",
         "Webhook HTTP attempts since start.",
         c.attempts.load(Relaxed).to_string(),
+    );
+    let (flushes, writes) = app.ctx.store.commit_stats();
+    metric(
+        "convgate_store_flushes_total",
+        "counter",
+        "Store flushes (group commits) since start.",
+        flushes.to_string(),
+    );
+    metric(
+        "convgate_store_writes_total",
+        "counter",
+        "Acknowledged durable writes since start.",
+        writes.to_string(),
     );
     (
         StatusCode::OK,

@@ -36,6 +36,7 @@ use crate::model::{Bot, Delivery, DeliveryStatus, Event, Org, Tag, User, UserRec
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -69,6 +70,8 @@ struct Inner {
     db: sled::Db,
     write_lock: Mutex<()>,
     flush_tx: mpsc::UnboundedSender<Pending>,
+    flushes: AtomicU64,
+    flushed_writes: AtomicU64,
 }
 
 /// A committed batch waiting for its flush: its events and its waiter.
@@ -119,6 +122,8 @@ impl Store {
             db,
             write_lock: Mutex::new(()),
             flush_tx,
+            flushes: AtomicU64::new(0),
+            flushed_writes: AtomicU64::new(0),
         });
         // The flusher holds no strong reference: when the last handle drops,
         // sled closes and releases the data dir's lock at once.
@@ -532,6 +537,15 @@ impl Store {
         Ok(())
     }
 
+    /// Group-commit counters since start: `(flushes, acknowledged writes)`.
+    /// Their ratio is how many writes shared each flush.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        (
+            self.inner.flushes.load(Ordering::Relaxed),
+            self.inner.flushed_writes.load(Ordering::Relaxed),
+        )
+    }
+
     /// Whether the store answers reads (`GET /healthz`).
     pub fn healthy(&self) -> bool {
         self.inner.db.get(b"org/").is_ok()
@@ -664,12 +678,14 @@ async fn flusher(
     let mut group = Vec::new();
     while rx.recv_many(&mut group, 4096).await > 0 {
         let res = match inner.upgrade() {
-            Some(inner) => inner
-                .db
-                .flush_async()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Some(inner) => {
+                let res = inner.db.flush_async().await;
+                inner.flushes.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .flushed_writes
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                res.map(|_| ()).map_err(|e| e.to_string())
+            }
             None => Err("store closed".to_string()),
         };
         if let Err(e) = &res {

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod bench_smoke;
 mod commands;
 mod events;
 mod lifecycle;

@@ -1,0 +1,53 @@
+//! Bare baseline for scenario M1: a hyper server, built like the gateway
+//! (hyper-util's auto builder on tokio, TCP_NODELAY), that answers every
+//! request with a small fixed JSON body the size of a `GetUser` reply.
+//!
+//! ```sh
+//! cargo run --release --example bare_http_echo -- 127.0.0.1:9001
+//! ```
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use tokio::net::TcpListener;
+
+/// A reply shaped like a `GetUser` reply (about 300 bytes).
+pub const BODY: &str = r#"{"cmd":"GetUser","ok":1,"data":{"uid":"3941-wa3-447922029419","name":"Billy Bob","first_name":"Billy","last_name":"Bob","email":"","phone":"+447922029419","bot":"WA3","botID":3941,"lang":"en","created":"2026-11-22T01:14:04.233Z","notes":"","url":""}}"#;
+
+async fn answer(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    // Read the request body, as the gateway must.
+    let _ = req.into_body().collect().await;
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+        .expect("static response"))
+}
+
+/// Serves until the process ends.
+pub async fn serve(listener: TcpListener) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder
+                .serve_connection(TokioIo::new(tcp), hyper::service::service_fn(answer))
+                .await;
+        });
+    }
+}
+
+#[allow(dead_code)]
+#[tokio::main]
+async fn main() {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9001".into());
+    let listener = TcpListener::bind(&addr).await.expect("bind");
+    eprintln!("bare_http_echo on {}", listener.local_addr().unwrap());
+    serve(listener).await;
+}

@@ -1,0 +1,831 @@
+//! Load generator for convgate and its bare baselines. Each run prints one
+//! line of JSON with its figures: connections, duration, operations, ops/s,
+//! latency p50/p99/p99.9 (HdrHistogram, microseconds), errors, and the
+//! server's peak RSS when `--pid` is given.
+//!
+//! Scenarios (see the README's Performance section and `examples/bench.sh`):
+//! - `m1`: POST `GetUser` over `--connections` keep-alive connections
+//!   (closed loop, or open loop at `--rate` requests/s in all).
+//! - `m2`: WebSocket `GetUser` round trips, one in flight per socket.
+//! - `m3`: idle connected sockets; RSS of `--pid` per socket.
+//! - `m4`: fan-out: POST `SetUserEmail`, time until `onUserUpdate` reaches
+//!   every socket (one clock: this process sends and receives).
+//! - `m5`: durable writes: POST `SetUserNotes` from every connection; writes
+//!   per flush from `/metrics`, against the `fsync` rate of `--fsync-dir`.
+//! - `m6`: webhook deliveries of `--events` events to a receiver in this
+//!   process; with `--target bare`, plain reqwest POSTs to the same receiver.
+//!
+//! ```sh
+//! cargo run --release --example loadgen -- --scenario m1 --addr 127.0.0.1:8080 --token <token>
+//! ```
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    M1,
+    M2,
+    M3,
+    M4,
+    M5,
+    M6,
+}
+
+/// What is being measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// convgate (commands, tokens, events).
+    Gateway,
+    /// A bare baseline server (echo).
+    Bare,
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Parser)]
+#[command(about = "convgate load generator")]
+pub struct Opts {
+    #[arg(long, value_enum)]
+    pub scenario: Scenario,
+    #[arg(long, value_enum, default_value = "gateway")]
+    pub target: Target,
+    /// Server address (host:port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// API token (gateway target).
+    #[arg(long, default_value = "")]
+    pub token: String,
+    /// Connections or sockets.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds of measurement (after `--warmup`).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of warm-up, not measured.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Open-loop total rate, operations per second (m1); 0 = closed loop.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Server process id, for its RSS.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Events to deliver (m6).
+    #[arg(long, default_value_t = 2000)]
+    pub events: usize,
+    /// Directory whose disk's fsync rate is the m5 baseline.
+    #[arg(long)]
+    pub fsync_dir: Option<std::path::PathBuf>,
+}
+
+/// The figures of one run, printed as one JSON line.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub target: Target,
+    pub connections: usize,
+    pub duration_s: f64,
+    pub operations: u64,
+    pub ops_per_s: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub errors: u64,
+    pub peak_rss_kib: Option<u64>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// `VmHWM` (peak) or `VmRSS` of `pid` in KiB, from /proc.
+pub fn rss_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+struct Totals {
+    hist: Histogram<u64>,
+    ops: u64,
+    errors: u64,
+    elapsed: Duration,
+}
+
+impl Totals {
+    fn report(self, o: &Opts, extra: serde_json::Map<String, Value>) -> Report {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        Report {
+            scenario: o.scenario,
+            target: o.target,
+            connections: o.connections,
+            duration_s: (secs * 1000.0).round() / 1000.0,
+            operations: self.ops,
+            ops_per_s: (self.ops as f64 / secs * 10.0).round() / 10.0,
+            p50_us: self.hist.value_at_quantile(0.5),
+            p99_us: self.hist.value_at_quantile(0.99),
+            p999_us: self.hist.value_at_quantile(0.999),
+            errors: self.errors,
+            peak_rss_kib: o.pid.and_then(|p| rss_kib(p, "VmHWM:")),
+            extra,
+        }
+    }
+}
+
+/// One request over a dedicated keep-alive HTTP/1.1 connection.
+struct HttpConn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl HttpConn {
+    async fn open(addr: &str) -> Result<HttpConn, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(HttpConn {
+            sender,
+            host: addr.to_string(),
+        })
+    }
+
+    /// POSTs `body` to `path`; returns the status and the reply body.
+    async fn post(&mut self, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
+        self.sender.ready().await.map_err(|e| e.to_string())?;
+        let req = hyper::Request::post(path)
+            .header("host", &self.host)
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .expect("request builds");
+        let res = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = res.status().as_u16();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// POSTs one command to the gateway and returns the reply.
+async fn command(addr: &str, token: &str, mut body: Value) -> Result<Value, String> {
+    body["token"] = json!(token);
+    let mut conn = HttpConn::open(addr).await?;
+    let (_, reply) = conn.post("/api", Bytes::from(body.to_string())).await?;
+    serde_json::from_slice(&reply).map_err(|e| e.to_string())
+}
+
+const UID: &str = "3941-wa3-447922029419";
+
+/// Creates the bot and the user the scenarios read and change.
+async fn prepare_gateway(o: &Opts) -> Result<(), String> {
+    command(
+        &o.addr,
+        &o.token,
+        json!({"cmd": "CreateBot", "botID": 3941, "kind": "whatsapp"}),
+    )
+    .await?;
+    let r = command(
+        &o.addr,
+        &o.token,
+        json!({"cmd": "UpsertUser", "botID": 3941, "phone": "+447922029419", "name": "Billy Bob"}),
+    )
+    .await?;
+    if r["ok"] != 1 {
+        return Err(format!("cannot prepare the user: {r}"));
+    }
+    Ok(())
+}
+
+/// Reads a counter from the gateway's `/metrics`.
+async fn metric(addr: &str, name: &str) -> Result<f64, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/metrics")
+        .header("host", addr)
+        .body(Full::new(Bytes::new()))
+        .expect("request builds");
+    let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let text = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .ok_or_else(|| format!("no metric {name}"))
+}
+
+/// Runs closed- or open-loop workers for warm-up plus duration; each worker
+/// gets its index and returns its histogram, operations and errors.
+async fn run_workers<F, Fut>(o: &Opts, worker: F) -> Totals
+where
+    F: Fn(usize, Instant, Instant) -> Fut,
+    Fut: std::future::Future<Output = (Histogram<u64>, u64, u64)> + Send + 'static,
+{
+    let measure_from = Instant::now() + Duration::from_secs_f64(o.warmup);
+    let until = measure_from + Duration::from_secs_f64(o.duration);
+    let tasks: Vec<_> = (0..o.connections)
+        .map(|i| tokio::spawn(worker(i, measure_from, until)))
+        .collect();
+    let mut totals = Totals {
+        hist: histogram(),
+        ops: 0,
+        errors: 0,
+        elapsed: Duration::from_secs_f64(o.duration),
+    };
+    for t in tasks {
+        if let Ok((h, ops, errors)) = t.await {
+            totals.hist.add(h).expect("same bounds");
+            totals.ops += ops;
+            totals.errors += errors;
+        } else {
+            totals.errors += 1;
+        }
+    }
+    totals
+}
+
+async fn m1(o: &Opts) -> Result<Report, String> {
+    let (path, body) = match o.target {
+        Target::Gateway => {
+            prepare_gateway(o).await?;
+            (
+                "/api",
+                json!({"token": o.token, "cmd": "GetUser", "uid": UID}).to_string(),
+            )
+        }
+        Target::Bare => ("/", json!({"cmd": "GetUser", "uid": UID}).to_string()),
+    };
+    let body = Bytes::from(body);
+    let interval = (o.rate > 0.0).then(|| Duration::from_secs_f64(o.connections as f64 / o.rate));
+    let addr = o.addr.clone();
+    let totals = run_workers(o, move |i, measure_from, until| {
+        let addr = addr.clone();
+        let body = body.clone();
+        async move {
+            let mut h = histogram();
+            let (mut ops, mut errors) = (0, 0);
+            let Ok(mut conn) = HttpConn::open(&addr).await else {
+                return (h, 0, 1);
+            };
+            // Open loop: request k is due at start + k·interval (spread over
+            // connections); latency counts from when it was due.
+            let start =
+                Instant::now() + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / 64.0));
+            let mut k: u32 = 0;
+            loop {
+                let due = interval.map_or_else(Instant::now, |iv| start + iv * k);
+                if due >= until {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                k += 1;
+                let res = conn.post(path, body.clone()).await;
+                let done = Instant::now();
+                if due < measure_from {
+                    continue;
+                }
+                match res {
+                    Ok((200, _)) => {
+                        ops += 1;
+                        let _ = h.record((done - due).as_micros().max(1) as u64);
+                    }
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        match HttpConn::open(&addr).await {
+                            Ok(c) => conn = c,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            (h, ops, errors)
+        }
+    })
+    .await;
+    let mut extra = serde_json::Map::new();
+    extra.insert("rate".into(), json!(o.rate));
+    Ok(totals.report(o, extra))
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A socket to the gateway (connected with the token) or to the bare echo.
+async fn open_socket(o: &Opts) -> Result<Ws, String> {
+    let url = match o.target {
+        Target::Gateway => format!("ws://{}/ws", o.addr),
+        Target::Bare => format!("ws://{}/", o.addr),
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    if o.target == Target::Gateway {
+        let connect = json!({"cmd": "connect", "token": o.token}).to_string();
+        ws.send(Message::Text(connect.into()))
+            .await
+            .map_err(|e| e.to_string())?;
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("\"connected\"") => {}
+            other => return Err(format!("connect refused: {other:?}")),
+        }
+    }
+    Ok(ws)
+}
+
+async fn m2(o: &Opts) -> Result<Report, String> {
+    if o.target == Target::Gateway {
+        prepare_gateway(o).await?;
+    }
+    let msg = json!({"cmd": "GetUser", "uid": UID}).to_string();
+    let o2 = o.clone();
+    let totals = run_workers(o, move |_, measure_from, until| {
+        let o = o2.clone();
+        let msg = msg.clone();
+        async move {
+            let mut h = histogram();
+            let (mut ops, mut errors) = (0, 0);
+            let Ok(mut ws) = open_socket(&o).await else {
+                return (h, 0, 1);
+            };
+            while Instant::now() < until {
+                let t0 = Instant::now();
+                if ws.send(Message::Text(msg.clone().into())).await.is_err() {
+                    errors += 1;
+                    break;
+                }
+                let ok = loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(t))) if t.contains("\"seq\"") => continue,
+                        Some(Ok(Message::Text(_))) => break true,
+                        Some(Ok(_)) => continue,
+                        _ => break false,
+                    }
+                };
+                if !ok {
+                    errors += 1;
+                    break;
+                }
+                if t0 >= measure_from {
+                    ops += 1;
+                    let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+                }
+            }
+            (h, ops, errors)
+        }
+    })
+    .await;
+    Ok(totals.report(o, serde_json::Map::new()))
+}
+
+async fn m3(o: &Opts) -> Result<Report, String> {
+    let pid = o.pid.ok_or("m3 needs --pid of the server")?;
+    let before = rss_kib(pid, "VmRSS:").ok_or("cannot read the server's RSS")?;
+    let started = Instant::now();
+    let mut sockets = Vec::with_capacity(o.connections);
+    let mut errors = 0;
+    // Open in batches, so that the accept queue never overflows.
+    for chunk in (0..o.connections).collect::<Vec<_>>().chunks(100) {
+        let opened = futures_util::future::join_all(chunk.iter().map(|_| open_socket(o))).await;
+        for s in opened {
+            match s {
+                Ok(ws) => sockets.push(ws),
+                Err(_) => errors += 1,
+            }
+        }
+    }
+    let open_time = started.elapsed();
+    // Hold them for the duration, heartbeating every 60 s like a CRM.
+    let hold_until = Instant::now() + Duration::from_secs_f64(o.duration.max(1.0));
+    let mut next_heartbeat = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < hold_until {
+        tokio::time::sleep(Duration::from_millis(200).min(hold_until - Instant::now())).await;
+        if Instant::now() >= next_heartbeat {
+            for ws in &mut sockets {
+                let hb = json!({"cmd": "heartbeat"}).to_string();
+                let _ = ws.send(Message::Text(hb.into())).await;
+            }
+            next_heartbeat += Duration::from_secs(60);
+        }
+    }
+    let after = rss_kib(pid, "VmRSS:").ok_or("cannot read the server's RSS")?;
+    let live = sockets.len() as u64;
+    let mut extra = serde_json::Map::new();
+    extra.insert("rss_before_kib".into(), json!(before));
+    extra.insert("rss_after_kib".into(), json!(after));
+    extra.insert(
+        "rss_per_socket_kib".into(),
+        json!(((after.saturating_sub(before)) as f64 / live.max(1) as f64 * 100.0).round() / 100.0),
+    );
+    let totals = Totals {
+        hist: histogram(),
+        ops: live,
+        errors,
+        elapsed: open_time,
+    };
+    Ok(totals.report(o, extra))
+}
+
+async fn m4(o: &Opts) -> Result<Report, String> {
+    if o.target != Target::Gateway {
+        return Err("m4 runs against the gateway only".into());
+    }
+    prepare_gateway(o).await?;
+    let mut sockets = Vec::with_capacity(o.connections);
+    for chunk in (0..o.connections).collect::<Vec<_>>().chunks(100) {
+        for s in futures_util::future::join_all(chunk.iter().map(|_| open_socket(o))).await {
+            sockets.push(s?);
+        }
+    }
+    // Round k sets the email r<k>@example.com; sent[k] is when its POST left.
+    let sent: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
+    let received = Arc::new(AtomicU64::new(0));
+    let hist = Arc::new(Mutex::new(histogram()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut readers = Vec::new();
+    for mut ws in sockets {
+        let (sent, received, hist, stop) =
+            (sent.clone(), received.clone(), hist.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = ws.next() => m,
+                };
+                let Some(Ok(Message::Text(t))) = msg else {
+                    if matches!(msg, Some(Ok(_))) {
+                        continue;
+                    }
+                    break;
+                };
+                let now = Instant::now();
+                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                let round = v["data"]["update"]["email"].as_str().and_then(|e| {
+                    e.strip_prefix('r')?
+                        .split('@')
+                        .next()?
+                        .parse::<usize>()
+                        .ok()
+                });
+                if let Some(k) = round {
+                    let t0 = sent.lock().unwrap().get(k).copied();
+                    if let Some(t0) = t0 {
+                        let _ = hist
+                            .lock()
+                            .unwrap()
+                            .record((now - t0).as_micros().max(1) as u64);
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let mut conn = HttpConn::open(&o.addr).await?;
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(o.duration);
+    let mut rounds = 0u64;
+    let mut errors = 0;
+    while Instant::now() < until {
+        let k = rounds as usize;
+        let body = json!({"token": o.token, "cmd": "SetUserEmail", "uid": UID, "email": format!("r{k}@example.com")});
+        sent.lock().unwrap().push(Instant::now());
+        match conn.post("/api", Bytes::from(body.to_string())).await {
+            Ok((200, _)) => {}
+            _ => errors += 1,
+        }
+        rounds += 1;
+        // Wait until every socket has it (2 s at most), then a pause.
+        let want = rounds * o.connections as u64;
+        let wait_until = Instant::now() + Duration::from_secs(2);
+        while received.load(Ordering::Relaxed) < want && Instant::now() < wait_until {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    for r in readers {
+        let _ = r.await;
+    }
+    let got = received.load(Ordering::Relaxed);
+    let expected = rounds * o.connections as u64;
+    let hist = Arc::try_unwrap(hist)
+        .map_err(|_| "readers still hold the histogram")?
+        .into_inner()
+        .unwrap();
+    let mut extra = serde_json::Map::new();
+    extra.insert("rounds".into(), json!(rounds));
+    extra.insert("missing".into(), json!(expected.saturating_sub(got)));
+    let totals = Totals {
+        hist,
+        ops: got,
+        errors: errors + expected.saturating_sub(got),
+        elapsed: started.elapsed(),
+    };
+    Ok(totals.report(o, extra))
+}
+
+/// fsync()s per second of a 4 KiB write on the disk of `dir`, over 2 s.
+pub fn fsync_rate(dir: &std::path::Path) -> Result<f64, String> {
+    use std::io::Write;
+    let path = dir.join(".loadgen-fsync-probe");
+    let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let block = [7u8; 4096];
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        f.write_all(&block).map_err(|e| e.to_string())?;
+        f.sync_data().map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn m5(o: &Opts) -> Result<Report, String> {
+    if o.target != Target::Gateway {
+        return Err("m5 runs against the gateway only".into());
+    }
+    prepare_gateway(o).await?;
+    let fsync = o.fsync_dir.as_deref().map(fsync_rate).transpose()?;
+    let addr = o.addr.clone();
+    let token = o.token.clone();
+    let flushes_0 = Arc::new(Mutex::new(None::<(f64, f64)>));
+    let warm = Duration::from_secs_f64(o.warmup);
+    {
+        // Read the counters as measurement starts.
+        let (addr, flushes_0) = (addr.clone(), flushes_0.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(warm).await;
+            let f = metric(&addr, "convgate_store_flushes_total")
+                .await
+                .unwrap_or(0.0);
+            let w = metric(&addr, "convgate_store_writes_total")
+                .await
+                .unwrap_or(0.0);
+            *flushes_0.lock().unwrap() = Some((f, w));
+        });
+    }
+    let totals = run_workers(o, move |i, measure_from, until| {
+        let addr = addr.clone();
+        let token = token.clone();
+        async move {
+            let mut h = histogram();
+            let (mut ops, mut errors) = (0, 0);
+            let Ok(mut conn) = HttpConn::open(&addr).await else {
+                return (h, 0, 1);
+            };
+            let mut k = 0u64;
+            while Instant::now() < until {
+                k += 1;
+                let body = json!({"token": token, "cmd": "SetUserNotes", "uid": UID, "notes": format!("caller {i} write {k}")});
+                let t0 = Instant::now();
+                let res = conn.post("/api", Bytes::from(body.to_string())).await;
+                if t0 < measure_from {
+                    continue;
+                }
+                match res {
+                    Ok((200, _)) => {
+                        ops += 1;
+                        let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (h, ops, errors)
+        }
+    })
+    .await;
+    let f1 = metric(&o.addr, "convgate_store_flushes_total").await?;
+    let w1 = metric(&o.addr, "convgate_store_writes_total").await?;
+    let (f0, w0) = flushes_0.lock().unwrap().unwrap_or((0.0, 0.0));
+    let mut extra = serde_json::Map::new();
+    let per_flush = (w1 - w0) / (f1 - f0).max(1.0);
+    extra.insert(
+        "writes_per_flush".into(),
+        json!((per_flush * 10.0).round() / 10.0),
+    );
+    extra.insert(
+        "flushes_per_s".into(),
+        json!(((f1 - f0) / o.duration * 10.0).round() / 10.0),
+    );
+    if let Some(f) = fsync {
+        extra.insert("fsync_per_s".into(), json!((f * 10.0).round() / 10.0));
+    }
+    Ok(totals.report(o, extra))
+}
+
+/// A receiver that answers 200 once `gate` opens, counting deliveries.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    total: Arc<AtomicU64>,
+    ids: Arc<Mutex<HashSet<String>>>,
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+async fn start_receiver() -> Result<Receiver, String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let total = Arc::new(AtomicU64::new(0));
+    let ids = Arc::new(Mutex::new(HashSet::new()));
+    let (gate, _) = tokio::sync::watch::channel(false);
+    let gate = Arc::new(gate);
+    let (t, i, g) = (total.clone(), ids.clone(), gate.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (t, i, g) = (t.clone(), i.clone(), g.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (t, i) = (t.clone(), i.clone());
+                        let mut open = g.subscribe();
+                        async move {
+                            let id = req
+                                .headers()
+                                .get("webhook-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            let _ = req.into_body().collect().await;
+                            let _ = open.wait_for(|o| *o).await;
+                            t.fetch_add(1, Ordering::Relaxed);
+                            i.lock().unwrap().insert(id);
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::new(),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(Receiver {
+        addr,
+        total,
+        ids,
+        gate,
+    })
+}
+
+async fn m6(o: &Opts) -> Result<Report, String> {
+    let rx = start_receiver().await?;
+    let n = o.events as u64;
+    let body = Bytes::from(
+        json!({"cmd":"onUserUpdate","ok":1,"data":{"user":{"uid":UID},"update":{"notes":"x"}},"seq":1,"eventId":"evt_0"})
+            .to_string(),
+    );
+    let started;
+    match o.target {
+        Target::Gateway => {
+            prepare_gateway(o).await?;
+            let r = command(
+                &o.addr,
+                &o.token,
+                json!({"cmd": "SetWebhook", "url": format!("http://{}/hook", rx.addr)}),
+            )
+            .await?;
+            if r["ok"] != 1 {
+                return Err(format!("SetWebhook refused (allow_private_webhooks?): {r}"));
+            }
+            // Produce the backlog while the receiver holds its answers.
+            let per = n.div_ceil(o.connections as u64);
+            let tasks: Vec<_> = (0..o.connections as u64)
+                .map(|c| {
+                    let (addr, token) = (o.addr.clone(), o.token.clone());
+                    tokio::spawn(async move {
+                        let mut conn = HttpConn::open(&addr).await?;
+                        for k in 0..per {
+                            let notes = format!("event {c}/{k}");
+                            let body = json!({"token": token, "cmd": "SetUserNotes", "uid": UID, "notes": notes});
+                            conn.post("/api", Bytes::from(body.to_string())).await?;
+                        }
+                        Ok::<_, String>(())
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.map_err(|e| e.to_string())??;
+            }
+            started = Instant::now();
+            rx.gate.send_replace(true);
+            let want = per * o.connections as u64;
+            let deadline = started + Duration::from_secs(120);
+            while (rx.ids.lock().unwrap().len() as u64) < want && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        Target::Bare => {
+            rx.gate.send_replace(true);
+            started = Instant::now();
+            let client = reqwest::Client::new();
+            let url = format!("http://{}/hook", rx.addr);
+            let next = Arc::new(AtomicU64::new(0));
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (client, url, next, body) =
+                        (client.clone(), url.clone(), next.clone(), body.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let k = next.fetch_add(1, Ordering::Relaxed);
+                            if k >= n {
+                                break;
+                            }
+                            let _ = client
+                                .post(&url)
+                                .header("content-type", "application/json")
+                                .header("webhook-id", format!("evt_{k}"))
+                                .body(body.clone())
+                                .send()
+                                .await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let total = rx.total.load(Ordering::Relaxed);
+    let distinct = rx.ids.lock().unwrap().len() as u64;
+    let mut extra = serde_json::Map::new();
+    extra.insert("received".into(), json!(total));
+    extra.insert("distinct_ids".into(), json!(distinct));
+    let totals = Totals {
+        hist: histogram(),
+        ops: distinct,
+        errors: total.saturating_sub(distinct),
+        elapsed,
+    };
+    Ok(totals.report(o, extra))
+}
+
+/// Runs one scenario and returns its figures.
+pub async fn run(o: &Opts) -> Result<Report, String> {
+    match o.scenario {
+        Scenario::M1 => m1(o).await,
+        Scenario::M2 => m2(o).await,
+        Scenario::M3 => m3(o).await,
+        Scenario::M4 => m4(o).await,
+        Scenario::M5 => m5(o).await,
+        Scenario::M6 => m6(o).await,
+    }
+}
+
+#[allow(dead_code)]
+#[tokio::main]
+async fn main() {
+    let opts = Opts::parse();
+    match run(&opts).await {
+        Ok(report) => println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serialises")
+        ),
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Keeps the benchmark harness from rotting: every load-generator scenario
+//! runs for about a second at tiny scale against a test gateway and against
+//! the bare baselines. No timing is asserted; only that each scenario ran and
+//! counted what it should.
+
+use crate::helpers::*;
+
+#[allow(dead_code)]
+#[path = "../../examples/bare_http_echo.rs"]
+mod bare_http_echo;
+#[allow(dead_code)]
+#[path = "../../examples/bare_ws_echo.rs"]
+mod bare_ws_echo;
+#[allow(dead_code)]
+#[path = "../../examples/loadgen.rs"]
+mod loadgen;
+
+use loadgen::{Opts, Scenario, Target};
+
+fn opts(scenario: Scenario, target: Target, addr: String, token: &str, connections: usize) -> Opts {
+    Opts {
+        scenario,
+        target,
+        addr,
+        token: token.to_string(),
+        connections,
+        duration: 0.5,
+        warmup: 0.1,
+        rate: 0.0,
+        pid: Some(std::process::id()),
+        events: 40,
+        fsync_dir: None,
+    }
+}
+
+async fn bench_gateway() -> TestGateway {
+    spawn_with(|c| {
+        c.rate_limit = 0;
+        c.max_sockets_per_token = 1000;
+        c.allow_private_webhooks = true;
+    })
+    .await
+}
+
+async fn bare(
+    serve: fn(
+        tokio::net::TcpListener,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(serve(listener));
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m1_post_round_trips_closed_and_open_loop() {
+    let gw = bench_gateway().await;
+    let addr = gw.gw().addr.to_string();
+    let r = loadgen::run(&opts(
+        Scenario::M1,
+        Target::Gateway,
+        addr.clone(),
+        &gw.token,
+        4,
+    ))
+    .await
+    .unwrap();
+    assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+    assert!(r.p50_us > 0 && r.p99_us >= r.p50_us && r.peak_rss_kib.is_some());
+    let mut open = opts(Scenario::M1, Target::Gateway, addr, &gw.token, 4);
+    open.rate = 200.0;
+    let r = loadgen::run(&open).await.unwrap();
+    assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+    let bare_addr = bare(|l| Box::pin(bare_http_echo::serve(l))).await;
+    let r = loadgen::run(&opts(Scenario::M1, Target::Bare, bare_addr, "", 4))
+        .await
+        .unwrap();
+    assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m2_websocket_round_trips() {
+    let gw = bench_gateway().await;
+    let r = loadgen::run(&opts(
+        Scenario::M2,
+        Target::Gateway,
+        gw.gw().addr.to_string(),
+        &gw.token,
+        4,
+    ))
+    .await
+    .unwrap();
+    assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+    let bare_addr = bare(|l| Box::pin(bare_ws_echo::serve(l))).await;
+    let r = loadgen::run(&opts(Scenario::M2, Target::Bare, bare_addr, "", 4))
+        .await
+        .unwrap();
+    assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m3_idle_sockets_and_rss() {
+    let gw = bench_gateway().await;
+    let r = loadgen::run(&opts(
+        Scenario::M3,
+        Target::Gateway,
+        gw.gw().addr.to_string(),
+        &gw.token,
+        20,
+    ))
+    .await
+    .unwrap();
+    assert_eq!((r.operations, r.errors), (20, 0), "{r:?}");
+    assert!(r.extra["rss_after_kib"].as_u64().unwrap() > 0, "{r:?}");
+    assert!(r.extra.contains_key("rss_per_socket_kib"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m4_fan_out_reaches_every_socket() {
+    let gw = bench_gateway().await;
+    let r = loadgen::run(&opts(
+        Scenario::M4,
+        Target::Gateway,
+        gw.gw().addr.to_string(),
+        &gw.token,
+        10,
+    ))
+    .await
+    .unwrap();
+    assert!(r.extra["rounds"].as_u64().unwrap() >= 1, "{r:?}");
+    assert_eq!(r.extra["missing"], 0, "{r:?}");
+    assert_eq!(r.operations, r.extra["rounds"].as_u64().unwrap() * 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m5_durable_writes_share_flushes() {
+    let gw = bench_gateway().await;
+    let mut o = opts(
+        Scenario::M5,
+        Target::Gateway,
+        gw.gw().addr.to_string(),
+        &gw.token,
+        8,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    o.fsync_dir = Some(dir.path().to_path_buf());
+    let r = loadgen::run(&o).await.unwrap();
+    assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+    assert!(
+        r.extra["writes_per_flush"].as_f64().unwrap() >= 1.0,
+        "{r:?}"
+    );
+    assert!(r.extra["fsync_per_s"].as_f64().unwrap() > 0.0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m6_webhook_deliveries_each_once() {
+    let gw = bench_gateway().await;
+    let r = loadgen::run(&opts(
+        Scenario::M6,
+        Target::Gateway,
+        gw.gw().addr.to_string(),
+        &gw.token,
+        4,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.operations, 40, "every event delivered: {r:?}");
+    assert_eq!(r.extra["received"], 40, "and once: {r:?}");
+    let r = loadgen::run(&opts(Scenario::M6, Target::Bare, String::new(), "", 4))
+        .await
+        .unwrap();
+    assert_eq!(r.operations, 40, "{r:?}");
+}
