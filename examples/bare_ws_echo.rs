@@ -1,5 +1,5 @@
 //! Bare baseline for scenarios M2 and M3: a tokio-tungstenite server with the
-//! gateway's WebSocket settings (4 KiB read buffer, no write buffering,
+//! gateway's WebSocket settings (2 KiB read buffer, no write buffering,
 //! 64 KiB message limit) that echoes every text frame. Idle sockets simply
 //! stay open, which makes it the idle-server baseline too.
 //!
@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(2048)
         .write_buffer_size(0)
         .max_message_size(Some(64 * 1024))
         .max_frame_size(Some(64 * 1024))

@@ -9,12 +9,14 @@
 
 use crate::model::Event;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU8;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, Notify};
 
 /// Why a session is told to close by someone else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Kick {
     /// A newer socket connected with the same token (error 1018).
     Replaced,
@@ -38,7 +40,39 @@ struct Inner {
 }
 
 /// A registered socket: its id and where to tell it to close.
-type LiveSocket = (u64, mpsc::Sender<Kick>);
+type LiveSocket = (u64, Arc<KickCell>);
+
+/// Where a live socket is told to close: the first reason wins. Smaller
+/// than a channel, which matters with thousands of idle sockets.
+pub struct KickCell {
+    why: AtomicU8,
+    notify: Notify,
+}
+
+impl KickCell {
+    fn kick(&self, why: Kick) {
+        if self
+            .why
+            .compare_exchange(0, why as u8 + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until the socket is told to close, and says why.
+    pub async fn kicked(&self) -> Kick {
+        loop {
+            let notified = self.notify.notified();
+            match self.why.load(Ordering::Acquire) {
+                1 => return Kick::Replaced,
+                2 => return Kick::TokenReset,
+                3 => return Kick::Disabled,
+                _ => notified.await,
+            }
+        }
+    }
+}
 
 /// A live socket's place in the registry; removes itself on drop.
 pub struct Registration {
@@ -108,10 +142,13 @@ impl Bus {
 
     /// Registers a live socket of `org`. When more than `max_per_org` would
     /// then be live, the oldest ones are told [`Kick::Replaced`]. Returns the
-    /// registration (drop it when the socket ends) and the socket's kick receiver.
-    pub fn register(&self, org: &str, max_per_org: usize) -> (Registration, mpsc::Receiver<Kick>) {
+    /// registration (drop it when the socket ends) and the socket's kick cell.
+    pub fn register(&self, org: &str, max_per_org: usize) -> (Registration, Arc<KickCell>) {
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(2);
+        let cell = Arc::new(KickCell {
+            why: AtomicU8::new(0),
+            notify: Notify::new(),
+        });
         let mut sessions = self
             .inner
             .sessions
@@ -120,17 +157,17 @@ impl Bus {
         let list = sessions.entry(org.to_string()).or_default();
         while list.len() >= max_per_org.max(1) {
             if let Some((_, old)) = list.pop_front() {
-                let _ = old.try_send(Kick::Replaced);
+                old.kick(Kick::Replaced);
             }
         }
-        list.push_back((id, tx));
+        list.push_back((id, cell.clone()));
         (
             Registration {
                 bus: self.clone(),
                 org: org.to_string(),
                 id,
             },
-            rx,
+            cell,
         )
     }
 
@@ -142,8 +179,8 @@ impl Bus {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(list) = sessions.remove(org) {
-            for (_, tx) in list {
-                let _ = tx.try_send(why);
+            for (_, cell) in list {
+                cell.kick(why);
             }
         }
     }

@@ -28,7 +28,7 @@ use axum::Extension;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{timeout, Instant};
 use tracing::Instrument;
 
 /// Close code: server going away (RFC 6455).
@@ -52,8 +52,9 @@ pub async fn upgrade(
     let max = app.ctx.config.max_message_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        // Small frames are the norm: do not reserve tungstenite's 128 KiB.
-        .read_buffer_size(4096)
+        // Commands are small: start from 2 KiB rather than tungstenite's
+        // 128 KiB; a larger frame grows the buffer as it needs (scenario M3).
+        .read_buffer_size(2048)
         .write_buffer_size(0)
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("ws", %peer, org = tracing::field::Empty);
@@ -102,7 +103,16 @@ type End = &'static str;
 impl Session {
     /// Sends `msg` within `write_timeout`; `Err` when the socket is gone or stuck.
     async fn send(&mut self, msg: Message) -> Result<(), End> {
-        match timeout(self.app.ctx.config.write_timeout(), self.socket.send(msg)).await {
+        use futures_util::FutureExt;
+        let limit = self.app.ctx.config.write_timeout();
+        let mut send = std::pin::pin!(self.socket.send(msg));
+        // Almost every write completes at once: only a write that has to
+        // wait for the peer pays for a timer.
+        let done = match (&mut send).now_or_never() {
+            Some(r) => Ok(r),
+            None => timeout(limit, send).await,
+        };
+        match done {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err("write failed"),
             Err(_) => Err("write timed out"),
@@ -110,8 +120,8 @@ impl Session {
     }
 
     async fn reply(&mut self, reply: &Reply) -> Result<(), End> {
-        let text = String::from_utf8(reply.to_json().to_vec()).expect("JSON is UTF-8");
-        self.send(Message::Text(text.into())).await
+        let text = Utf8Bytes::try_from(reply.to_json()).expect("JSON is UTF-8");
+        self.send(Message::Text(text)).await
     }
 
     async fn error(&mut self, cmd: &str, e: &ApiError) -> Result<(), End> {
@@ -119,8 +129,17 @@ impl Session {
     }
 
     /// Sends a close frame, then waits briefly for the peer's close so that
-    /// the frame is not lost to a TCP reset.
-    async fn close(mut self, code: u16, reason: &'static str) -> End {
+    /// the frame is not lost to a TCP reset. Boxed: it is rare, and keeping
+    /// it out of the session's state keeps idle sockets small.
+    fn close(
+        self,
+        code: u16,
+        reason: &'static str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = End> + Send>> {
+        Box::pin(self.close_now(code, reason))
+    }
+
+    async fn close_now(mut self, code: u16, reason: &'static str) -> End {
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
@@ -140,8 +159,10 @@ async fn timeout_at<F: std::future::Future>(deadline: Instant, f: F) -> Result<F
 async fn session(socket: WebSocket, app: AppState, _permit: ConnPermit) {
     let _drain = app.tracker.token();
     let mut s = Session { socket, app };
-    let end = match handshake(&mut s).await {
-        Ok(org) => connected(s, org).await,
+    // The futures below are boxed so that an idle session's own state stays
+    // small: thousands of sockets each hold one (scenario M3).
+    let end = match Box::pin(handshake(&mut s)).await {
+        Ok(org) => Box::pin(connected(s, org)).await,
         Err(Some((code, reason))) => s.close(code, reason).await,
         Err(None) => "closed before connect",
     };
@@ -214,17 +235,19 @@ async fn connected(mut s: Session, org: crate::model::Org) -> End {
     let ctx = s.app.ctx.clone();
     // Subscribe before acknowledging, so that no event falls in between.
     let mut events = ctx.bus.subscribe(&org.id);
-    let (_registration, mut kicks) = ctx.bus.register(&org.id, ctx.config.max_sockets_per_token);
+    let (_registration, kicks) = ctx.bus.register(&org.id, ctx.config.max_sockets_per_token);
     if let Err(end) = s.reply(&Reply::ok("connected")).await {
         return end;
     }
     let caller = Caller::Org(org);
     let hb = ctx.config.heartbeat_timeout();
-    let mut deadline = Instant::now() + hb;
+    // One timer for the session, moved forward when a frame arrives.
+    let idle = tokio::time::sleep(hb);
+    tokio::pin!(idle);
     loop {
         tokio::select! {
             _ = s.app.shutdown.cancelled() => return s.close(CLOSE_GOING_AWAY, "server shutting down").await,
-            Some(kick) = kicks.recv() => {
+            kick = kicks.kicked() => {
                 return match kick {
                     Kick::Replaced => {
                         let e = ApiError::new(ErrorCode::ConnectionReused, "websocket connection reused (previous connection closed)");
@@ -238,7 +261,7 @@ async fn connected(mut s: Session, org: crate::model::Org) -> End {
                 };
             }
             incoming = recv(&mut s.socket) => {
-                deadline = Instant::now() + hb;
+                idle.as_mut().reset(Instant::now() + hb);
                 let res = match incoming {
                     Incoming::Closed => return "closed by peer",
                     Incoming::TooBig => return s.close(CLOSE_TOO_BIG, "message too big").await,
@@ -250,7 +273,7 @@ async fn connected(mut s: Session, org: crate::model::Org) -> End {
                     Incoming::Text(text) => {
                         let reply = match Envelope::parse(text.as_bytes()) {
                             Ok(env) if env.cmd == "connect" => Reply::ok("connected"),
-                            Ok(env) => cmd::execute(&ctx, &caller, &env).await,
+                            Ok(env) => Box::pin(cmd::execute(&ctx, &caller, &env)).await,
                             Err(e) => Reply::error("", &e),
                         };
                         s.reply(&reply).await
@@ -273,7 +296,7 @@ async fn connected(mut s: Session, org: crate::model::Org) -> End {
                 }
                 Err(RecvError::Closed) => return s.close(CLOSE_GOING_AWAY, "event bus closed").await,
             },
-            _ = sleep_until(deadline) => return s.close(CLOSE_IDLE, "heartbeat timeout").await,
+            _ = &mut idle => return s.close(CLOSE_IDLE, "heartbeat timeout").await,
         }
     }
 }

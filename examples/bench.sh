@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Reproduces the README's performance figures.
+#
+#   bash examples/bench.sh            # REPEAT=3 runs of DURATION=10 s each
+#   REPEAT=1 DURATION=3 ONLY="m2 m4" bash examples/bench.sh
+#
+# Builds in release, starts each server (convgate or a bare baseline) pinned
+# to core 0 and the load generator to core 1 (taskset), warms up, runs every
+# scenario REPEAT times, prints each run as one JSON line, then the medians
+# and the ratios to the bare baselines measured in the same run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPEAT=${REPEAT:-3}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+PORT=${PORT:-18555}
+TOKEN=0123456789abcdef0123456789abcdef01234567
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+cargo build --release --quiet --bin convgate --examples
+BIN=target/release
+WORK=$(mktemp -d)
+RUNS="$WORK/runs.jsonl"
+PID=
+trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "server did not come up" >&2; exit 1
+}
+start_gateway() {
+  DATA="$WORK/data-$RANDOM"
+  CONVGATE_BOOTSTRAP_TOKEN=$TOKEN CONVGATE_RATE_LIMIT=0 CONVGATE_MAX_SOCKETS_PER_TOKEN=20000 \
+  CONVGATE_MAX_CONNECTIONS=30000 CONVGATE_ALLOW_PRIVATE_WEBHOOKS=true CONVGATE_LOG=warn \
+    taskset -c 0 "$BIN/convgate" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >/dev/null &
+  PID=$!; wait_port
+}
+start_bare() {
+  taskset -c 0 "$BIN/examples/$1" "127.0.0.1:$PORT" 2>/dev/null &
+  PID=$!; wait_port
+}
+stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+lg() {
+  taskset -c 1 "$BIN/examples/loadgen" --addr "127.0.0.1:$PORT" --token "$TOKEN" \
+    --duration "$DURATION" --warmup "$WARMUP" --pid "$PID" "$@" | tee -a "$RUNS"
+}
+
+ONLY=${ONLY:-m1 m2 m3 m4 m5 m6}
+has() { [[ " $ONLY " == *" $1 "* ]]; }
+for _ in $(seq 1 "$REPEAT"); do
+  # M1: POST GetUser, 64 keep-alive connections; then the gateway at half its rate.
+  if has m1; then
+  start_bare bare_http_echo; lg --scenario m1 --target bare --connections 64; stop
+  start_gateway
+  max=$(lg --scenario m1 --connections 64 | tee /dev/stderr | python3 -c 'import json,sys; print(json.load(sys.stdin)["ops_per_s"])')
+  lg --scenario m1 --connections 64 --rate "$(python3 -c "print($max/2)")"
+  stop
+  fi
+  # M2: WebSocket round trips, 100 sockets.
+  if has m2; then
+  start_bare bare_ws_echo; lg --scenario m2 --target bare --connections 100; stop
+  start_gateway; lg --scenario m2 --connections 100; stop
+  fi
+  # M3: 10,000 idle sockets, RSS per socket.
+  if has m3; then
+  start_bare bare_ws_echo; DURATION=3 lg --scenario m3 --target bare --connections 10000; stop
+  start_gateway; DURATION=3 lg --scenario m3 --connections 10000; stop
+  fi
+  # M4: fan-out to 1,000 and 10,000 sockets.
+  if has m4; then
+  start_gateway; lg --scenario m4 --connections 1000; stop
+  start_gateway; lg --scenario m4 --connections 10000; stop
+  fi
+  # M5: durable writes from 64 callers, against the disk's fsync rate.
+  if has m5; then
+  start_gateway; lg --scenario m5 --connections 64 --fsync-dir "$DATA"; stop
+  fi
+  # M6: webhook deliveries, against bare reqwest POSTs to the same receiver.
+  if has m6; then
+  PID=$$ lg --scenario m6 --target bare --events 5000 --connections 64; PID=
+  start_gateway; lg --scenario m6 --events 5000 --connections 64; stop
+  fi
+done
+
+python3 - "$RUNS" "$(nproc)" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def med(scn, tgt, key, conns=None, rate=False, extra=False):
+    vals = [(r[key]) for r in runs if r["scenario"] == scn and r["target"] == tgt
+            and (conns is None or r["connections"] == conns) and ((r.get("rate", 0) or 0) > 0) == rate]
+    return statistics.median(vals) if vals else float("nan")
+print(f"\nmedians of {len(runs)} runs on {sys.argv[2]} cores (server on core 0, load on core 1)")
+rows = []
+g, b = med("m1","gateway","ops_per_s"), med("m1","bare","ops_per_s")
+rows.append(("M1", "POST GetUser, 64 conns", f"{g:.0f} req/s vs bare {b:.0f}", f"{g/b:.2f}x", ">= 0.85x"))
+rows.append(("M1", "p99 at half max rate", f"{med('m1','gateway','p99_us',rate=True)/1000:.2f} ms", "", "<= 1 ms"))
+g, b = med("m2","gateway","ops_per_s"), med("m2","bare","ops_per_s")
+rows.append(("M2", "WS GetUser, 100 sockets", f"{g:.0f} rt/s vs bare {b:.0f}", f"{g/b:.2f}x", ">= 0.8x"))
+g, b = med("m3","gateway","rss_per_socket_kib"), med("m3","bare","rss_per_socket_kib")
+rows.append(("M3", "10,000 idle sockets", f"{g:.2f} KiB/socket vs bare {b:.2f}", "", "<= 8 KiB"))
+rows.append(("M4", "fan-out 1,000 sockets", f"p99 {med('m4','gateway','p99_us',1000)/1000:.2f} ms", "", "<= 5 ms"))
+rows.append(("M4", "fan-out 10,000 sockets", f"p99 {med('m4','gateway','p99_us',10000)/1000:.2f} ms", "", "<= 40 ms"))
+rows.append(("M5", "SetUserNotes, 64 callers", f"{med('m5','gateway','writes_per_flush'):.1f} writes/flush, {med('m5','gateway','ops_per_s'):.0f} acked/s, disk {med('m5','gateway','fsync_per_s'):.0f} fsync/s", "", ">= 32 writes/flush"))
+g, b = med("m6","gateway","ops_per_s"), med("m6","bare","ops_per_s")
+rows.append(("M6", "webhook deliveries", f"{g:.0f} ev/s vs bare {b:.0f}", f"{g/b:.2f}x", ">= 0.5x"))
+for r in rows:
+    print(" | ".join(r))
+PY
