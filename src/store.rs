@@ -27,10 +27,11 @@
 //! commit), and events are handed to the bus in `seq` order after the flush
 //! that made them durable, never before.
 //!
-//! Delivery bookkeeping (`dcur`, `dlv`, `dq`) is written without waiting for
-//! a flush: losing its last second in a crash only repeats deliveries (at
-//! least once), it never skips one, because the cursor and the records move
-//! in the same batch and the event log itself is always durable first.
+//! Delivery bookkeeping (`dcur`, `dlv`, `dq`) is written in checkpoints by
+//! the webhook worker, without waiting for a flush: losing the last of them
+//! in a crash only repeats deliveries (at least once), it never skips one,
+//! because the cursor and the queue move in the same batch and the event
+//! log itself is always durable first.
 
 use crate::model::{Bot, Delivery, DeliveryStatus, Event, Org, Tag, User, UserRecord, Webhook};
 use bytes::Bytes;
@@ -403,62 +404,25 @@ impl Store {
             .map_or(0, |v| be_u64(&v)))
     }
 
-    /// Queues `deliveries` (new, pending, due at once) and moves the delivery
-    /// cursor of `org` to `cursor`, atomically.
-    pub fn enqueue_deliveries(
-        &self,
-        org: &str,
-        deliveries: &[Delivery],
-        cursor: u64,
-    ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for d in deliveries {
-            batch.insert(dlv_key(org, d.seq), encode(d));
-            batch.insert(dq_key(org, d.queued_ms, d.seq), &d.queued_ms.to_be_bytes());
-        }
-        batch.insert(key(&["dcur", org]), &cursor.to_be_bytes());
-        self.inner.db.apply_batch(batch)?;
-        Ok(())
-    }
-
-    /// Pending attempts of `org` due at or before `now_ms`, earliest first:
-    /// `(due_ms, seq)`, at most `limit`.
-    pub fn due_deliveries(
-        &self,
-        org: &str,
-        now_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, u64)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.queued(org) {
-            let (due, seq, _) = item?;
-            if due > now_ms || out.len() >= limit {
-                break;
-            }
-            out.push((due, seq));
-        }
-        Ok(out)
-    }
-
-    /// When the next pending attempt of `org` is due (Unix ms), if any.
-    pub fn next_due(&self, org: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.queued(org).next().transpose()?.map(|(due, _, _)| due))
-    }
-
-    /// `(due_ms, seq, queued_ms)` of every pending attempt of `org`, earliest first.
-    fn queued(&self, org: &str) -> impl Iterator<Item = Result<(i64, u64, i64), StoreError>> {
+    /// Every pending attempt of `org` as last checkpointed, earliest first:
+    /// `(due_ms, seq, queued_ms)`.
+    pub fn pending_deliveries(&self, org: &str) -> Result<Vec<(i64, u64, i64)>, StoreError> {
         let prefix = format!("dq/{org}/");
         let n = prefix.len();
-        self.inner.db.scan_prefix(prefix).map(move |kv| {
-            let (k, v) = kv?;
-            let rest = std::str::from_utf8(&k[n..]).unwrap_or("");
-            let (due, seq) = rest.split_once('/').unwrap_or(("0", "0"));
-            Ok((
-                due.parse().unwrap_or(0),
-                seq.parse().unwrap_or(0),
-                be_u64(&v) as i64,
-            ))
-        })
+        self.inner
+            .db
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let rest = std::str::from_utf8(&k[n..]).unwrap_or("");
+                let (due, seq) = rest.split_once('/').unwrap_or(("0", "0"));
+                Ok((
+                    due.parse().unwrap_or(0),
+                    seq.parse().unwrap_or(0),
+                    be_u64(&v) as i64,
+                ))
+            })
+            .collect()
     }
 
     /// The delivery of event `seq` of `org`.
@@ -466,23 +430,28 @@ impl Store {
         self.get(&dlv_key(org, seq))
     }
 
-    /// Records `d`, removing the attempt that was due at `old_due` and, when
-    /// `new_due` is given, scheduling the next one then; atomically.
-    pub fn update_delivery(
+    /// Writes a delivery checkpoint of `org` atomically: changed `records`,
+    /// pending attempts to `add` (`(due_ms, seq, queued_ms)`) and to `remove`
+    /// (`(due_ms, seq)`), and the delivery `cursor`.
+    pub fn checkpoint_deliveries(
         &self,
         org: &str,
-        d: &Delivery,
-        old_due: Option<i64>,
-        new_due: Option<i64>,
+        records: &[Delivery],
+        add: &[(i64, u64, i64)],
+        remove: &[(i64, u64)],
+        cursor: u64,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        batch.insert(dlv_key(org, d.seq), encode(d));
-        if let Some(old) = old_due {
-            batch.remove(dq_key(org, old, d.seq));
+        for d in records {
+            batch.insert(dlv_key(org, d.seq), encode(d));
         }
-        if let Some(due) = new_due {
-            batch.insert(dq_key(org, due, d.seq), &d.queued_ms.to_be_bytes());
+        for (due, seq) in remove {
+            batch.remove(dq_key(org, *due, *seq));
         }
+        for (due, seq, queued) in add {
+            batch.insert(dq_key(org, *due, *seq), &queued.to_be_bytes());
+        }
+        batch.insert(key(&["dcur", org]), &cursor.to_be_bytes());
         self.inner.db.apply_batch(batch)?;
         Ok(())
     }

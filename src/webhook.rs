@@ -75,22 +75,6 @@ pub fn check_secret(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The `webhook-signature` header: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`
-/// for each secret, space-separated (Standard Webhooks, "Signature scheme").
-pub fn signature_header(
-    secrets: &[&str],
-    id: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> Result<String, String> {
-    let mut parts = Vec::with_capacity(secrets.len());
-    for s in secrets {
-        let wh = standardwebhooks::Webhook::new(s).map_err(|e| e.to_string())?;
-        parts.push(wh.sign(id, timestamp, body).map_err(|e| e.to_string())?);
-    }
-    Ok(parts.join(" "))
-}
-
 /// Whether `ip` is a public unicast address: not loopback, private (RFC
 /// 1918, fc00::/7), link-local, CGNAT (100.64/10), unspecified, multicast,
 /// broadcast or documentation. IPv4-mapped IPv6 is judged as IPv4.
@@ -201,11 +185,30 @@ struct Inner {
     config: Arc<Config>,
     bus: Bus,
     client: reqwest::Client,
-    workers: Mutex<HashMap<String, Arc<Notify>>>,
+    workers: Mutex<HashMap<String, Arc<Shared>>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     counters: Counters,
 }
+
+/// What a worker shares with commands: its wake-up, the records changed
+/// since its last checkpoint (so `GetDeliveries` is never stale), and the
+/// deliveries `RedeliverEvents` asked for.
+#[derive(Default)]
+struct Shared {
+    notify: Notify,
+    dirty: Mutex<HashMap<u64, Delivery>>,
+    requeue: Mutex<Vec<u64>>,
+}
+
+/// How often a worker writes its progress (records, queue, cursor) to the
+/// store. A crash forgets at most this much progress, which only repeats
+/// deliveries.
+const CHECKPOINT: Duration = Duration::from_millis(100);
+
+/// At most this many deliveries of one organization are queued in memory;
+/// later events wait in the (durable) log until there is room.
+const MAX_QUEUED: usize = 10_000;
 
 /// What one attempt gave.
 #[derive(Debug)]
@@ -220,6 +223,57 @@ impl Outcome {
         self.status.is_some_and(|s| (200..300).contains(&s))
     }
 }
+
+/// A webhook ready to sign with: its URL and decoded keys.
+struct Signer {
+    hook: Webhook,
+    keys: Vec<(standardwebhooks::Webhook, Option<i64>)>,
+}
+
+impl Signer {
+    fn new(hook: Webhook) -> Signer {
+        let keys = hook
+            .secrets
+            .iter()
+            .filter_map(|s| {
+                let key = standardwebhooks::Webhook::new(s.secret.expose()).ok()?;
+                Some((key, s.expires_ms))
+            })
+            .collect();
+        Signer { hook, keys }
+    }
+
+    /// The `webhook-signature` header: `v1,<base64 HMAC-SHA256 of
+    /// "id.timestamp.body">` for each secret still active at `now_ms`,
+    /// space-separated (Standard Webhooks, "Signature scheme").
+    fn signature(&self, id: &str, ts: i64, body: &[u8], now_ms: i64) -> Result<String, String> {
+        let mut parts = Vec::with_capacity(self.keys.len());
+        for (key, expires) in &self.keys {
+            if expires.is_none_or(|t| t > now_ms) {
+                parts.push(key.sign(id, ts, body).map_err(|e| e.to_string())?);
+            }
+        }
+        Ok(parts.join(" "))
+    }
+}
+
+/// A worker's state: the queue of attempts, what is in flight, and what
+/// changed since the last checkpoint.
+struct Worker {
+    org: String,
+    shared: Arc<Shared>,
+    signer: Option<Arc<Signer>>,
+    active: bool,
+    cursor: u64,
+    /// `(due_ms, seq)` of every pending attempt, earliest first.
+    queue: std::collections::BTreeSet<(i64, u64)>,
+    /// The queue as last checkpointed.
+    saved: std::collections::BTreeSet<(i64, u64)>,
+    busy: HashSet<u64>,
+    cursor_dirty: bool,
+}
+
+type Attempts = JoinSet<(u64, i64, Outcome)>;
 
 impl Deliveries {
     /// The delivery engine; workers run on `tracker` and stop on `shutdown`.
@@ -265,21 +319,73 @@ impl Deliveries {
     }
 
     /// Wakes the worker of `org`, starting it if needed (after `SetWebhook`,
-    /// `RedeliverEvents`, `EnableApi`).
+    /// `RotateWebhookSecret`, `DeleteWebhook`, `RedeliverEvents`, `EnableApi`):
+    /// it reloads the webhook and the organization.
     pub fn wake(&self, org: &str) {
+        self.shared(org).notify.notify_one();
+    }
+
+    fn shared(&self, org: &str) -> Arc<Shared> {
         let mut workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = workers.get(org) {
-            n.notify_one();
-            return;
+        if let Some(s) = workers.get(org) {
+            return s.clone();
         }
-        let notify = Arc::new(Notify::new());
-        workers.insert(org.to_string(), notify.clone());
+        let shared = Arc::new(Shared::default());
+        workers.insert(org.to_string(), shared.clone());
         let me = self.clone();
+        let worker_shared = shared.clone();
         let org = org.to_string();
         self.inner.tracker.spawn(async move {
             let span = tracing::info_span!("webhook", %org);
-            tracing::Instrument::instrument(me.worker(org.clone(), notify), span).await;
+            let run = me.run(org, worker_shared);
+            tracing::Instrument::instrument(run, span).await;
         });
+        shared
+    }
+
+    /// The deliveries of `org` changed since its worker's last checkpoint.
+    pub fn unsaved(&self, org: &str) -> Vec<Delivery> {
+        let workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
+        workers.get(org).map_or_else(Vec::new, |s| {
+            s.dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The delivery of `seq` of `org` as it stands now (unsaved or stored).
+    pub fn delivery(&self, org: &str, seq: u64) -> Result<Option<Delivery>, StoreError> {
+        let shared = self
+            .inner
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(org)
+            .cloned();
+        if let Some(d) = shared.and_then(|s| {
+            s.dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&seq)
+                .cloned()
+        }) {
+            return Ok(Some(d));
+        }
+        self.inner.store.delivery(org, seq)
+    }
+
+    /// Queues the deliveries of `seqs` again (`RedeliverEvents`).
+    pub fn redeliver(&self, org: &str, seqs: Vec<u64>) {
+        let shared = self.shared(org);
+        shared
+            .requeue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(seqs);
+        shared.notify.notify_one();
     }
 
     /// The counters since start.
@@ -287,114 +393,188 @@ impl Deliveries {
         &self.inner.counters
     }
 
-    async fn worker(self, org: String, notify: Arc<Notify>) {
+    async fn run(self, org: String, shared: Arc<Shared>) {
         let inner = &self.inner;
-        let mut wakeups = inner.bus.subscribe(&org);
-        let mut inflight: JoinSet<(u64, i64, Outcome)> = JoinSet::new();
-        let mut busy: HashSet<u64> = HashSet::new();
-        let concurrency = inner.config.webhook_concurrency;
+        let mut w = match self.load(org, shared) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the delivery worker");
+                return;
+            }
+        };
+        let mut wakeups = inner.bus.subscribe(&w.org);
+        let mut attempts: Attempts = JoinSet::new();
+        let mut checkpoint = tokio::time::interval(CHECKPOINT);
+        checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let (next_wake, more) = match self.step(&org, &mut inflight, &mut busy) {
-                Ok(s) => s,
+            let next_wake = match self.step(&mut w, &mut attempts) {
+                Ok(t) => t,
                 Err(e) => {
                     tracing::error!(error = %e, "delivery step failed");
-                    (Some(now_ms() + 1000), false)
+                    Some(now_ms() + 1000)
                 }
             };
             let sleep_for = next_wake.map(|t| Duration::from_millis((t - now_ms()).max(0) as u64));
             tokio::select! {
-                _ = inner.shutdown.cancelled() => return,
-                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                    if let Ok((seq, due, outcome)) = done {
-                        busy.remove(&seq);
-                        if let Err(e) = self.record(&org, seq, due, outcome).await {
+                _ = inner.shutdown.cancelled() => {
+                    attempts.abort_all();
+                    if let Err(e) = self.checkpoint(&mut w) {
+                        tracing::error!(error = %e, "final delivery checkpoint failed");
+                    }
+                    return;
+                }
+                Some(done) = attempts.join_next(), if !attempts.is_empty() => {
+                    let mut results = vec![done];
+                    while let Some(more) = attempts.try_join_next() {
+                        results.push(more);
+                    }
+                    for (seq, due, outcome) in results.into_iter().flatten() {
+                        w.busy.remove(&seq);
+                        if let Err(e) = self.record(&mut w, seq, due, outcome).await {
                             tracing::error!(error = %e, seq, "recording a delivery failed");
                         }
                     }
                 }
-                _ = notify.notified() => {}
+                _ = w.shared.notify.notified() => self.reload(&mut w),
                 r = wakeups.recv() => {
                     if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
-                        wakeups = inner.bus.subscribe(&org);
+                        wakeups = inner.bus.subscribe(&w.org);
+                    }
+                }
+                _ = checkpoint.tick() => {
+                    if let Err(e) = self.checkpoint(&mut w) {
+                        tracing::error!(error = %e, "delivery checkpoint failed");
                     }
                 }
                 _ = tokio::time::sleep(sleep_for.unwrap_or(Duration::from_secs(3600))), if sleep_for.is_some() => {}
-                _ = std::future::ready(()), if more && inflight.len() < concurrency => {}
             }
         }
     }
 
-    /// Queues new events and starts due attempts. Returns when to wake for
-    /// the next due attempt, and whether more events wait in the log.
-    fn step(
-        &self,
-        org: &str,
-        inflight: &mut JoinSet<(u64, i64, Outcome)>,
-        busy: &mut HashSet<u64>,
-    ) -> Result<(Option<i64>, bool), StoreError> {
-        let inner = &self.inner;
-        let Some(hook) = inner.store.webhook(org)? else {
-            return Ok((None, false));
+    /// A worker from the last checkpoint: its cursor and pending attempts.
+    fn load(&self, org: String, shared: Arc<Shared>) -> Result<Worker, StoreError> {
+        let store = &self.inner.store;
+        let queue: std::collections::BTreeSet<(i64, u64)> = store
+            .pending_deliveries(&org)?
+            .into_iter()
+            .map(|(due, seq, _)| (due, seq))
+            .collect();
+        let mut w = Worker {
+            cursor: store.delivery_cursor(&org)?,
+            org,
+            shared,
+            signer: None,
+            active: false,
+            saved: queue.clone(),
+            queue,
+            busy: HashSet::new(),
+            cursor_dirty: false,
         };
-        let org_enabled = inner.store.org(org)?.is_some_and(|o| !o.disabled);
-        if !hook.enabled || !org_enabled {
-            return Ok((None, false));
+        self.reload(&mut w);
+        Ok(w)
+    }
+
+    /// Reloads the webhook and whether deliveries are on, and takes the
+    /// deliveries asked for again.
+    fn reload(&self, w: &mut Worker) {
+        let store = &self.inner.store;
+        let hook = store.webhook(&w.org).ok().flatten();
+        let org_enabled = store
+            .org(&w.org)
+            .ok()
+            .flatten()
+            .is_some_and(|o| !o.disabled);
+        w.active = org_enabled && hook.as_ref().is_some_and(|h| h.enabled);
+        w.signer = hook.map(|h| Arc::new(Signer::new(h)));
+        let requeue: Vec<u64> =
+            std::mem::take(&mut *w.shared.requeue.lock().unwrap_or_else(|p| p.into_inner()));
+        let now = now_ms();
+        for seq in requeue {
+            if let Ok(Some(mut d)) = self.delivery(&w.org, seq) {
+                if d.status != DeliveryStatus::Pending {
+                    d.status = DeliveryStatus::Pending;
+                    d.attempts = 0;
+                    d.next_attempt = Some(iso_of_ms(now));
+                    w.queue.insert((now, seq));
+                    self.set_dirty(w, d);
+                }
+            }
         }
-        const BATCH: usize = 512;
-        let cursor = inner.store.delivery_cursor(org)?;
-        let events = inner.store.events_after(org, cursor, BATCH)?;
-        let more = events.len() == BATCH;
-        if let Some(last) = events.last().map(|e| e.seq) {
+    }
+
+    fn set_dirty(&self, w: &Worker, d: Delivery) {
+        w.shared
+            .dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(d.seq, d);
+    }
+
+    /// Queues new events and starts due attempts; returns when the next
+    /// attempt falls due.
+    fn step(&self, w: &mut Worker, attempts: &mut Attempts) -> Result<Option<i64>, StoreError> {
+        let inner = &self.inner;
+        let Some(signer) = w.signer.clone().filter(|_| w.active) else {
+            return Ok(None);
+        };
+        let room = MAX_QUEUED.saturating_sub(w.queue.len());
+        if room > 0 && inner.store.last_seq(&w.org)? > w.cursor {
+            let events = inner.store.events_after(&w.org, w.cursor, room.min(1024))?;
             let now = now_ms();
-            let queued: Vec<Delivery> = events
-                .iter()
-                .map(|e| Delivery {
-                    event_id: event_id_of(&e.json),
-                    seq: e.seq,
-                    status: DeliveryStatus::Pending,
-                    attempts: 0,
-                    last_status: None,
-                    last_error: None,
-                    next_attempt: Some(iso_of_ms(now)),
-                    queued_ms: now,
-                })
-                .collect();
-            inner.store.enqueue_deliveries(org, &queued, last)?;
+            for e in &events {
+                w.queue.insert((now, e.seq));
+                self.set_dirty(
+                    w,
+                    Delivery {
+                        event_id: event_id_of(&e.json),
+                        seq: e.seq,
+                        status: DeliveryStatus::Pending,
+                        attempts: 0,
+                        last_status: None,
+                        last_error: None,
+                        next_attempt: Some(iso_of_ms(now)),
+                        queued_ms: now,
+                    },
+                );
+            }
+            if let Some(last) = events.last() {
+                w.cursor = last.seq;
+                w.cursor_dirty = true;
+            }
         }
         let now = now_ms();
-        let room = inner
-            .config
-            .webhook_concurrency
-            .saturating_sub(inflight.len());
+        let limit = inner.config.webhook_concurrency;
         let mut next_wake = None;
-        for (due, seq) in inner
-            .store
-            .due_deliveries(org, i64::MAX, busy.len() + room + 1)?
-        {
-            if busy.contains(&seq) {
+        let mut start = Vec::new();
+        for &(due, seq) in &w.queue {
+            if attempts.len() + start.len() >= limit {
+                break;
+            }
+            if w.busy.contains(&seq) {
                 continue;
             }
             if due > now {
                 next_wake = Some(due);
                 break;
             }
-            if inflight.len() >= inner.config.webhook_concurrency {
-                break;
-            }
-            let Some(body) = inner.store.event(org, seq)? else {
+            start.push((due, seq));
+        }
+        for (due, seq) in start {
+            let Some(body) = inner.store.event(&w.org, seq)? else {
+                w.queue.remove(&(due, seq));
                 continue;
             };
-            busy.insert(seq);
-            let attempt = self.attempt(hook.clone(), event_id_of(&body), body);
-            inflight.spawn(async move { (seq, due, attempt.await) });
+            w.busy.insert(seq);
+            let attempt = self.attempt(signer.clone(), event_id_of(&body), body);
+            attempts.spawn(async move { (seq, due, attempt.await) });
         }
-        Ok((next_wake, more))
+        Ok(next_wake)
     }
 
     /// One signed POST of `body` to the webhook.
     fn attempt(
         &self,
-        hook: Webhook,
+        signer: Arc<Signer>,
         event_id: String,
         body: Bytes,
     ) -> impl std::future::Future<Output = Outcome> {
@@ -406,24 +586,19 @@ impl Deliveries {
                 error: Some(e),
                 retry_after: None,
             };
-            if let Err(e) = check_url(&hook.url, inner.config.allow_private_webhooks) {
+            let url = &signer.hook.url;
+            if let Err(e) = check_url(url, inner.config.allow_private_webhooks) {
                 return fail(e);
             }
             let now = now_ms();
-            let secrets: Vec<&str> = hook
-                .secrets
-                .iter()
-                .filter(|s| s.expires_ms.is_none_or(|t| t > now))
-                .map(|s| s.secret.expose())
-                .collect();
             let ts = now / 1000;
-            let signature = match signature_header(&secrets, &event_id, ts, &body) {
+            let signature = match signer.signature(&event_id, ts, &body, now) {
                 Ok(s) => s,
                 Err(e) => return fail(format!("cannot sign: {e}")),
             };
             let res = inner
                 .client
-                .post(&hook.url)
+                .post(url)
                 .header("content-type", "application/json")
                 .header("webhook-id", &event_id)
                 .header("webhook-timestamp", ts.to_string())
@@ -454,13 +629,14 @@ impl Deliveries {
     /// schedules what follows.
     async fn record(
         &self,
-        org: &str,
+        w: &mut Worker,
         seq: u64,
         due: i64,
         outcome: Outcome,
     ) -> Result<(), StoreError> {
         let inner = &self.inner;
-        let Some(mut d) = inner.store.delivery(org, seq)? else {
+        w.queue.remove(&(due, seq));
+        let Some(mut d) = self.delivery(&w.org, seq)? else {
             return Ok(());
         };
         d.attempts += 1;
@@ -474,7 +650,8 @@ impl Deliveries {
         } else if outcome.status == Some(410) {
             // 410 Gone: the receiver asks to stop. The event stays pending
             // and goes out when a webhook is set again.
-            self.disable(org, "410 Gone").await?;
+            self.disable(&w.org, "410 Gone").await?;
+            w.active = false;
             Some(now)
         } else if d.attempts as usize >= inner.config.webhook_retry_schedule.len() {
             d.status = DeliveryStatus::Failed;
@@ -492,8 +669,44 @@ impl Deliveries {
             });
             Some(now + delay.as_millis() as i64)
         };
+        if let Some(t) = next {
+            w.queue.insert((t, seq));
+        }
         d.next_attempt = next.map(iso_of_ms);
-        inner.store.update_delivery(org, &d, Some(due), next)
+        self.set_dirty(w, d);
+        Ok(())
+    }
+
+    /// Writes the changes since the last checkpoint in one batch.
+    fn checkpoint(&self, w: &mut Worker) -> Result<(), StoreError> {
+        let records: Vec<Delivery> = {
+            let dirty = w.shared.dirty.lock().unwrap_or_else(|p| p.into_inner());
+            if dirty.is_empty() && !w.cursor_dirty && w.queue == w.saved {
+                return Ok(());
+            }
+            dirty.values().cloned().collect()
+        };
+        let queued: HashMap<u64, i64> = records.iter().map(|d| (d.seq, d.queued_ms)).collect();
+        let queued_ms = |seq: u64| queued.get(&seq).copied().unwrap_or_else(now_ms);
+        let add: Vec<(i64, u64, i64)> = w
+            .queue
+            .difference(&w.saved)
+            .map(|&(due, seq)| (due, seq, queued_ms(seq)))
+            .collect();
+        let remove: Vec<(i64, u64)> = w.saved.difference(&w.queue).copied().collect();
+        self.inner
+            .store
+            .checkpoint_deliveries(&w.org, &records, &add, &remove, w.cursor)?;
+        w.saved = w.queue.clone();
+        w.cursor_dirty = false;
+        // Drop only what was written: records changed meanwhile stay dirty.
+        let mut dirty = w.shared.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        for d in &records {
+            if dirty.get(&d.seq) == Some(d) {
+                dirty.remove(&d.seq);
+            }
+        }
+        Ok(())
     }
 
     /// Disables the webhook of `org` for `reason` and emits `onWebhookDisabled`.
@@ -574,27 +787,44 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
+    /// A signer over `secrets` (with their expiry, Unix ms).
+    fn signer(secrets: &[(&str, Option<i64>)]) -> Signer {
+        let mut hook = new_webhook("https://example.com/".into(), Secret::new(secrets[0].0));
+        hook.secrets = secrets
+            .iter()
+            .map(|(s, expires_ms)| SigningSecret {
+                secret: Secret::new(*s),
+                expires_ms: *expires_ms,
+            })
+            .collect();
+        Signer::new(hook)
+    }
+
     /// The Standard Webhooks specification's published test vector.
     #[test]
     fn spec_test_vector_signs_and_verifies() {
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let sig = signature_header(
-            &[secret],
-            "msg_p5jXN8AQM9LWM0D4loKWxJek",
-            1614265330,
-            br#"{"test": 2432232314}"#,
-        )
-        .unwrap();
+        let sig = signer(&[(secret, None)])
+            .signature(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test": 2432232314}"#,
+                0,
+            )
+            .unwrap();
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
     #[test]
-    fn two_secrets_give_two_signatures() {
+    fn two_secrets_give_two_signatures_until_the_old_expires() {
         let a = new_secret();
         let b = new_secret();
-        let sig = signature_header(&[a.expose(), b.expose()], "evt_1", 1, b"{}").unwrap();
+        let s = signer(&[(a.expose(), None), (b.expose(), Some(1_000))]);
+        let sig = s.signature("evt_1", 1, b"{}", 999).unwrap();
         assert_eq!(sig.split(' ').count(), 2);
         assert!(sig.split(' ').all(|p| p.starts_with("v1,")));
+        let later = s.signature("evt_1", 1, b"{}", 1_000).unwrap();
+        assert_eq!(later.split(' ').count(), 1);
         assert!(check_secret(a.expose()).is_ok());
         assert!(check_secret("whsec_c2hvcnQ=").is_err());
     }

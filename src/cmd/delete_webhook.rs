@@ -24,6 +24,7 @@ impl DeleteWebhook {
                 Ok::<_, ApiError>(existed)
             })
             .await?;
+        ctx.deliveries.wake(&org.id);
         Ok(Reply::ok("DeleteWebhook").with_data(u8::from(existed)))
     }
 }

@@ -51,14 +51,38 @@ impl GetDeliveries {
 
     /// Replies with the page.
     pub fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
-        let mut page = ctx.store.deliveries(
+        // Stored records, overlaid with what the worker changed since its
+        // last checkpoint: the page is never stale.
+        let unsaved: std::collections::HashMap<u64, _> = ctx
+            .deliveries
+            .unsaved(&org.id)
+            .into_iter()
+            .map(|d| (d.seq, d))
+            .collect();
+        let from = self
+            .after
+            .map_or(self.since, |a| a.saturating_add(1))
+            .max(self.since);
+        let stored = ctx.store.deliveries(
             &org.id,
-            self.status,
+            None,
             self.since,
             self.until,
             self.after,
-            self.limit + 1,
+            usize::MAX,
         )?;
+        let mut merged: std::collections::BTreeMap<u64, crate::model::Delivery> =
+            stored.into_iter().map(|d| (d.seq, d)).collect();
+        for (seq, d) in unsaved {
+            if seq >= from && seq <= self.until {
+                merged.insert(seq, d);
+            }
+        }
+        let mut page: Vec<_> = merged
+            .into_values()
+            .filter(|d| self.status.is_none_or(|s| s == d.status))
+            .take(self.limit + 1)
+            .collect();
         let more = page.len() > self.limit;
         page.truncate(self.limit);
         let next = more

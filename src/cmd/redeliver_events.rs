@@ -17,7 +17,6 @@ use super::Fields;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{DeliveryStatus, Org};
 use crate::reply::Reply;
-use crate::webhook::now_ms;
 use crate::Ctx;
 use serde_json::{json, Value};
 
@@ -73,22 +72,15 @@ impl RedeliverEvents {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let now = now_ms();
-        let mut queued = 0;
+        let mut again = Vec::new();
         for seq in seqs {
-            let Some(mut d) = ctx.store.delivery(&org.id, seq)? else {
-                continue;
-            };
-            if d.status == DeliveryStatus::Pending {
-                continue;
+            match ctx.deliveries.delivery(&org.id, seq)? {
+                Some(d) if d.status != DeliveryStatus::Pending => again.push(seq),
+                _ => {}
             }
-            d.status = DeliveryStatus::Pending;
-            d.attempts = 0;
-            d.next_attempt = Some(crate::domain::now_iso());
-            ctx.store.update_delivery(&org.id, &d, None, Some(now))?;
-            queued += 1;
         }
-        ctx.deliveries.wake(&org.id);
+        let queued = again.len();
+        ctx.deliveries.redeliver(&org.id, again);
         Ok(Reply::ok("RedeliverEvents")
             .with_data(json!({"queued": queued, "unknown": Value::from(unknown)})))
     }

@@ -50,6 +50,7 @@ impl RotateWebhookSecret {
                     Ok::<_, ApiError>(hook)
                 })
                 .await?;
+        ctx.deliveries.wake(&org.id);
         let mut view = webhook_view(&hook, Some(&secret));
         view["previousSecretExpires"] = json!(crate::domain::iso_millis(
             chrono::DateTime::from_timestamp_millis(expires).unwrap_or_default()
