@@ -17,7 +17,7 @@
 //! | `eid/{org}/{eventId}` | the event's `seq`, u64 big-endian |
 //! | `whk/{org}` | [`Webhook`] JSON |
 //! | `dcur/{org}` | last `seq` queued for webhook delivery, u64 big-endian |
-//! | `dlv/{org}/{seq:020}` | [`Delivery`] JSON |
+//! | `dlv/{org}/{seq:020}` | [`Delivery`], postcard (compact binary) |
 //! | `dq/{org}/{due ms:020}/{seq:020}` | a pending attempt, due at that Unix ms; value: queued ms |
 //!
 //! Invariants: writes are serialised by one mutex held only around in-memory
@@ -53,6 +53,9 @@ pub enum StoreError {
     /// A stored record did not decode (corruption or an incompatible version).
     #[error("store: corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// A binary record did not decode.
+    #[error("store: corrupt binary record: {0}")]
+    Codec(String),
     /// The flusher stopped (the store is shutting down).
     #[error("store: closed")]
     Closed,
@@ -427,7 +430,11 @@ impl Store {
 
     /// The delivery of event `seq` of `org`.
     pub fn delivery(&self, org: &str, seq: u64) -> Result<Option<Delivery>, StoreError> {
-        self.get(&dlv_key(org, seq))
+        self.inner
+            .db
+            .get(dlv_key(org, seq))?
+            .map(|v| decode_delivery(&v))
+            .transpose()
     }
 
     /// Writes a delivery checkpoint of `org` atomically: changed `records`,
@@ -443,7 +450,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for d in records {
-            batch.insert(dlv_key(org, d.seq), encode(d));
+            batch.insert(dlv_key(org, d.seq), encode_delivery(d));
         }
         for (due, seq) in remove {
             batch.remove(dq_key(org, *due, *seq));
@@ -475,7 +482,7 @@ impl Store {
             if !k.starts_with(prefix.as_bytes()) || out.len() >= limit {
                 break;
             }
-            let d: Delivery = serde_json::from_slice(&v)?;
+            let d = decode_delivery(&v)?;
             if d.seq > until {
                 break;
             }
@@ -519,6 +526,17 @@ impl Store {
     pub fn healthy(&self) -> bool {
         self.inner.db.get(b"org/").is_ok()
     }
+}
+
+/// Delivery records are the most written records (one per event and
+/// webhook), so they use a compact binary encoding (postcard) rather than
+/// JSON: smaller values make every write of the tree cheaper.
+fn encode_delivery(d: &Delivery) -> Vec<u8> {
+    postcard::to_stdvec(d).expect("deliveries serialise")
+}
+
+fn decode_delivery(v: &[u8]) -> Result<Delivery, StoreError> {
+    postcard::from_bytes(v).map_err(|e| StoreError::Codec(e.to_string()))
 }
 
 fn be_u64(v: &[u8]) -> u64 {
