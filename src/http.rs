@@ -90,13 +90,7 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
 pub async fn metrics(State(app): State<AppState>) -> Response {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
-    let (pending, oldest) = match app.ctx.store.pending_stats() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "metrics: store failure");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-    };
+    let (pending, oldest) = app.ctx.deliveries.pending();
     let age = oldest.map_or(0.0, |t| {
         (crate::webhook::now_ms() - t).max(0) as f64 / 1000.0
     });

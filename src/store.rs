@@ -493,20 +493,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Every pending attempt of every organization: how many, and the
-    /// earliest time (Unix ms) one of them was queued.
-    pub fn pending_stats(&self) -> Result<(u64, Option<i64>), StoreError> {
-        let mut count = 0;
-        let mut oldest: Option<i64> = None;
-        for kv in self.inner.db.scan_prefix(b"dq/") {
-            let (_, v) = kv?;
-            count += 1;
-            let queued = be_u64(&v) as i64;
-            oldest = Some(oldest.map_or(queued, |o| o.min(queued)));
-        }
-        Ok((count, oldest))
-    }
-
     /// Flushes everything to disk (used at shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush_async().await?;

@@ -199,6 +199,10 @@ struct Shared {
     notify: Notify,
     dirty: Mutex<HashMap<u64, Delivery>>,
     requeue: Mutex<Vec<u64>>,
+    /// Pending deliveries (queued or in flight), for `/metrics`.
+    pending: AtomicU64,
+    /// When the oldest pending delivery was queued (Unix ms; 0: none).
+    oldest_queued_ms: std::sync::atomic::AtomicI64,
 }
 
 /// How often a worker writes its progress (records, queue, cursor) to the
@@ -393,6 +397,34 @@ impl Deliveries {
         &self.inner.counters
     }
 
+    /// Pending deliveries of every organization, and when the oldest of them
+    /// was queued (Unix ms).
+    pub fn pending(&self) -> (u64, Option<i64>) {
+        let workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut count = 0;
+        let mut oldest: Option<i64> = None;
+        for s in workers.values() {
+            count += s.pending.load(Ordering::Relaxed);
+            let t = s.oldest_queued_ms.load(Ordering::Relaxed);
+            if t > 0 {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            }
+        }
+        (count, oldest)
+    }
+
+    /// Publishes the worker's queue length and oldest entry for `/metrics`.
+    fn publish_pending(&self, w: &Worker) {
+        w.shared
+            .pending
+            .store(w.queue.len() as u64, Ordering::Relaxed);
+        let oldest_seq = w.queue.iter().map(|&(_, seq)| seq).min();
+        let oldest = oldest_seq
+            .and_then(|seq| self.delivery(&w.org, seq).ok().flatten())
+            .map_or(0, |d| d.queued_ms);
+        w.shared.oldest_queued_ms.store(oldest, Ordering::Relaxed);
+    }
+
     async fn run(self, org: String, shared: Arc<Shared>) {
         let inner = &self.inner;
         let mut w = match self.load(org, shared) {
@@ -414,6 +446,7 @@ impl Deliveries {
                     Some(now_ms() + 1000)
                 }
             };
+            self.publish_pending(&w);
             let sleep_for = next_wake.map(|t| Duration::from_millis((t - now_ms()).max(0) as u64));
             tokio::select! {
                 _ = inner.shutdown.cancelled() => {
