@@ -5,6 +5,7 @@
 use crate::error::ApiError;
 use bytes::Bytes;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -15,9 +16,10 @@ pub struct Reply {
     pub cmd: String,
     /// 1 on success, 0 on error.
     pub ok: u8,
-    /// Response data, when the command returns any.
+    /// Response data, when the command returns any; serialised once, when
+    /// set, rather than built as a `Value` tree first.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub data: Option<Box<RawValue>>,
     /// User identifier, where the reference puts it at the top level.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
@@ -63,7 +65,7 @@ impl Reply {
 
     /// Sets `data`.
     pub fn with_data(mut self, data: impl Serialize) -> Reply {
-        self.data = Some(serde_json::to_value(data).expect("reply data serialises"));
+        self.data = Some(serde_json::value::to_raw_value(&data).expect("reply data serialises"));
         self
     }
 
