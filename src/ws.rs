@@ -172,37 +172,35 @@ async fn session(socket: WebSocket, app: AppState, _permit: ConnPermit) {
 /// Waits for `connect` and authenticates it. `Err(Some(close))` when the
 /// socket must be closed with that code, `Err(None)` when it is gone.
 async fn handshake(s: &mut Session) -> Result<crate::model::Org, Option<(u16, &'static str)>> {
-    let hb = s.app.ctx.config.heartbeat_timeout();
-    let text = tokio::select! {
-        _ = s.app.shutdown.cancelled() => return Err(Some((CLOSE_GOING_AWAY, "server shutting down"))),
-        r = timeout(hb, recv(&mut s.socket)) => match r {
+    let deadline = Instant::now() + s.app.ctx.config.heartbeat_timeout();
+    // Pings may come first; anything else that is not a `connect` object
+    // gets 1019 (naming the cmd it carried), then the socket is closed.
+    let named = loop {
+        let incoming = tokio::select! {
+            _ = s.app.shutdown.cancelled() => return Err(Some((CLOSE_GOING_AWAY, "server shutting down"))),
+            r = tokio::time::timeout_at(deadline, recv(&mut s.socket)) => r,
+        };
+        match incoming {
             Err(_) => return Err(Some((CLOSE_IDLE, "heartbeat timeout: no connect"))),
-            Ok(Incoming::Text(t)) => t,
+            Ok(Incoming::Control) => continue,
             Ok(Incoming::TooBig) => return Err(Some((CLOSE_TOO_BIG, "message too big"))),
             Ok(Incoming::Closed) => return Err(None),
-            Ok(Incoming::Binary | Incoming::Control) => {
-                let e = ApiError::new(ErrorCode::ConnectExpected, "websocket connect expected as first command");
-                s.error("", &e).await.map_err(|_| None)?;
-                return Err(Some((CLOSE_POLICY, "connect expected")));
-            }
+            Ok(Incoming::Binary) => break Err(String::new()),
+            Ok(Incoming::Text(text)) => match Envelope::parse(text.as_bytes()) {
+                Ok(env) if env.cmd == "connect" => break Ok(env),
+                Ok(env) => break Err(env.cmd),
+                Err(_) => break Err(String::new()),
+            },
         }
     };
-    let env = match Envelope::parse(text.as_bytes()) {
-        Ok(env) if env.cmd == "connect" => env,
-        Ok(env) => {
+    let env = match named {
+        Ok(env) => env,
+        Err(cmd) => {
             let e = ApiError::new(
                 ErrorCode::ConnectExpected,
                 "websocket connect expected as first command",
             );
-            s.error(&env.cmd, &e).await.map_err(|_| None)?;
-            return Err(Some((CLOSE_POLICY, "connect expected")));
-        }
-        Err(_) => {
-            let e = ApiError::new(
-                ErrorCode::ConnectExpected,
-                "websocket connect expected as first command",
-            );
-            s.error("", &e).await.map_err(|_| None)?;
+            s.error(&cmd, &e).await.map_err(|_| None)?;
             return Err(Some((CLOSE_POLICY, "connect expected")));
         }
     };

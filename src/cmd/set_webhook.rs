@@ -17,7 +17,7 @@
 use super::Fields;
 use crate::config::Secret;
 use crate::error::{ApiError, ErrorCode};
-use crate::model::{Org, Webhook};
+use crate::model::{Org, SigningSecret, Webhook};
 use crate::reply::Reply;
 use crate::webhook::{check_secret, check_url, new_secret, new_webhook};
 use crate::Ctx;
@@ -69,10 +69,15 @@ impl SetWebhook {
                 let hook = match tx.store().webhook(&org.id)? {
                     Some(mut old) => {
                         old.url = self.url.clone();
+                        // The given (or new) secret becomes the current one;
+                        // rotated-out secrets keep their overlap.
                         old.secrets.retain(|s| s.expires_ms.is_some());
                         old.secrets.insert(
                             0,
-                            new_webhook(String::new(), secret.clone()).secrets.remove(0),
+                            SigningSecret {
+                                secret: secret.clone(),
+                                expires_ms: None,
+                            },
                         );
                         old.enabled = true;
                         old.disabled_reason = None;

@@ -107,3 +107,15 @@ async fn max_sockets_per_token_allows_several() {
     assert_eq!(socks[0].recv().await["errorCode"], 1018);
     assert_eq!(socks[1].cmd("heartbeat", json!({})).await["ok"], 1);
 }
+
+#[tokio::test]
+async fn a_ping_before_connect_is_not_a_command() {
+    let gw = spawn_gateway().await;
+    let mut ws = gw.raw_socket().await;
+    ws.send_msg(tokio_tungstenite::tungstenite::Message::Ping(
+        b"hi".to_vec().into(),
+    ))
+    .await;
+    ws.send(&json!({"cmd": "connect", "token": gw.token})).await;
+    assert_eq!(ws.recv().await, json!({"cmd": "connected", "ok": 1}));
+}
