@@ -139,6 +139,10 @@ impl Store {
         decode(self.inner.db.get(k)?)
     }
 
+    fn get_u64(&self, k: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self.inner.db.get(k)?.map(|v| be_u64(&v)))
+    }
+
     /// Whether no organization exists yet (first start).
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self
@@ -382,29 +386,17 @@ impl Store {
 
     /// The `seq` of the event `event_id` of `org`.
     pub fn seq_of_event(&self, org: &str, event_id: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .inner
-            .db
-            .get(key(&["eid", org, event_id]))?
-            .map(|v| be_u64(&v)))
+        self.get_u64(&key(&["eid", org, event_id]))
     }
 
     /// The last `seq` of `org` queued for delivery (0: none).
     pub fn delivery_cursor(&self, org: &str) -> Result<u64, StoreError> {
-        Ok(self
-            .inner
-            .db
-            .get(key(&["dcur", org]))?
-            .map_or(0, |v| be_u64(&v)))
+        Ok(self.get_u64(&key(&["dcur", org]))?.unwrap_or(0))
     }
 
     /// The last `seq` of `org`'s event log (0: none).
     pub fn last_seq(&self, org: &str) -> Result<u64, StoreError> {
-        Ok(self
-            .inner
-            .db
-            .get(key(&["seq", org]))?
-            .map_or(0, |v| be_u64(&v)))
+        Ok(self.get_u64(&key(&["seq", org]))?.unwrap_or(0))
     }
 
     /// Every pending attempt of `org` as last checkpointed, earliest first:

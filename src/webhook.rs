@@ -228,14 +228,19 @@ impl Outcome {
     }
 }
 
-/// A webhook ready to sign with: its URL and decoded keys.
+/// A webhook ready to sign with: its URL, whether this instance may send to
+/// it, and its decoded keys. Built once per (re)load, not per attempt.
 struct Signer {
     hook: Webhook,
+    refused: Option<String>,
     keys: Vec<(standardwebhooks::Webhook, Option<i64>)>,
 }
 
 impl Signer {
-    fn new(hook: Webhook) -> Signer {
+    fn new(hook: Webhook, allow_private: bool) -> Signer {
+        // The URL was checked when it was set; checked again here because
+        // `allow_private_webhooks` may have changed since.
+        let refused = check_url(&hook.url, allow_private).err();
         let keys = hook
             .secrets
             .iter()
@@ -244,7 +249,11 @@ impl Signer {
                 Some((key, s.expires_ms))
             })
             .collect();
-        Signer { hook, keys }
+        Signer {
+            hook,
+            refused,
+            keys,
+        }
     }
 
     /// The `webhook-signature` header: `v1,<base64 HMAC-SHA256 of
@@ -518,7 +527,8 @@ impl Deliveries {
             .flatten()
             .is_some_and(|o| !o.disabled);
         w.active = org_enabled && hook.as_ref().is_some_and(|h| h.enabled);
-        w.signer = hook.map(|h| Arc::new(Signer::new(h)));
+        let allow_private = self.inner.config.allow_private_webhooks;
+        w.signer = hook.map(|h| Arc::new(Signer::new(h, allow_private)));
         let requeue: Vec<u64> =
             std::mem::take(&mut *w.shared.requeue.lock().unwrap_or_else(|p| p.into_inner()));
         let now = now_ms();
@@ -620,8 +630,8 @@ impl Deliveries {
                 retry_after: None,
             };
             let url = &signer.hook.url;
-            if let Err(e) = check_url(url, inner.config.allow_private_webhooks) {
-                return fail(e);
+            if let Some(e) = &signer.refused {
+                return fail(e.clone());
             }
             let now = now_ms();
             let ts = now / 1000;
@@ -830,7 +840,7 @@ mod tests {
                 expires_ms: *expires_ms,
             })
             .collect();
-        Signer::new(hook)
+        Signer::new(hook, false)
     }
 
     /// The Standard Webhooks specification's published test vector.

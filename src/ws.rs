@@ -146,14 +146,12 @@ impl Session {
         };
         if self.send(Message::Close(Some(frame))).await.is_ok() {
             let deadline = Instant::now() + Duration::from_secs(1);
-            while let Ok(Some(Ok(_))) = timeout_at(deadline, self.socket.recv()).await {}
+            while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, self.socket.recv()).await
+            {
+            }
         }
         reason
     }
-}
-
-async fn timeout_at<F: std::future::Future>(deadline: Instant, f: F) -> Result<F::Output, ()> {
-    tokio::time::timeout_at(deadline, f).await.map_err(|_| ())
 }
 
 async fn session(socket: WebSocket, app: AppState, _permit: ConnPermit) {
