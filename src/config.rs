@@ -91,6 +91,69 @@ pub struct Config {
     pub webhook_concurrency: usize,
     /// Seconds a rotated-out webhook secret keeps signing. Default 86400.
     pub webhook_secret_overlap: f64,
+    /// Key sealing provider credentials and callback headers at rest:
+    /// base64 of 32 random bytes (`openssl rand -base64 32`). Unset: stored
+    /// plainly (never logged, never returned).
+    pub secrets_key: Option<Secret>,
+    /// Graph API base URL with its pinned version, for bots that set none.
+    /// Default `https://graph.facebook.com/v23.0`.
+    pub graph_base_url: String,
+    /// Seconds one Graph API request may take. Default 10.
+    pub graph_timeout: f64,
+    /// Delays in seconds before each retry of a send that failed on a
+    /// transient error (5xx, timeout, connection); its length is the number
+    /// of retries. Default `[0.5, 2]`.
+    pub graph_retry_schedule: Vec<f64>,
+    /// Messages per second to one phone number (reference: 1); 0 disables.
+    pub phone_rate_limit: u32,
+    /// Messages per second per token (reference: 10); 0 disables.
+    pub send_rate_limit: u32,
+    /// Seconds between template cache syncs of each WhatsApp bot. Default 3600.
+    pub template_refresh: f64,
+    /// Bots to create or update at start (config file only), e.g.
+    /// `[[bots]]` with `botID`, `kind`, `name` and a WhatsApp bot's
+    /// `phone_number_id`, `waba_id`, `access_token`, `app_secret`,
+    /// `verify_token`, `graph_base_url`; `org` defaults to `default`.
+    pub bots: Vec<BotConfig>,
+}
+
+/// A bot of the config file (`[[bots]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    /// Organization id. Default `default`.
+    #[serde(default = "default_org")]
+    pub org: String,
+    /// The bot's numeric id.
+    #[serde(rename = "botID")]
+    pub bot_id: u64,
+    /// whatsapp, sms, telegram or web.
+    pub kind: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// WhatsApp: business phone number id.
+    #[serde(default)]
+    pub phone_number_id: Option<String>,
+    /// WhatsApp: business account id.
+    #[serde(default)]
+    pub waba_id: Option<String>,
+    /// WhatsApp: Graph API base URL.
+    #[serde(default)]
+    pub graph_base_url: Option<String>,
+    /// WhatsApp: access token.
+    #[serde(default)]
+    pub access_token: Option<Secret>,
+    /// WhatsApp: app secret.
+    #[serde(default)]
+    pub app_secret: Option<Secret>,
+    /// WhatsApp: webhook verify token.
+    #[serde(default)]
+    pub verify_token: Option<Secret>,
+}
+
+fn default_org() -> String {
+    "default".into()
 }
 
 impl Default for Config {
@@ -119,6 +182,14 @@ impl Default for Config {
             ],
             webhook_concurrency: 8,
             webhook_secret_overlap: 86400.0,
+            secrets_key: None,
+            graph_base_url: "https://graph.facebook.com/v23.0".into(),
+            graph_timeout: 10.0,
+            graph_retry_schedule: vec![0.5, 2.0],
+            phone_rate_limit: 1,
+            send_rate_limit: 10,
+            template_refresh: 3600.0,
+            bots: Vec::new(),
         }
     }
 }
@@ -193,6 +264,27 @@ pub struct ServeArgs {
     /// Seconds a rotated-out secret keeps signing [default: 86400].
     #[arg(long, env = "CONVGATE_WEBHOOK_SECRET_OVERLAP")]
     pub webhook_secret_overlap: Option<f64>,
+    /// Base64 of 32 bytes sealing credentials at rest.
+    #[arg(long, env = "CONVGATE_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<Secret>,
+    /// Graph API base URL [default: https://graph.facebook.com/v23.0].
+    #[arg(long, env = "CONVGATE_GRAPH_BASE_URL")]
+    pub graph_base_url: Option<String>,
+    /// Seconds per Graph API request [default: 10].
+    #[arg(long, env = "CONVGATE_GRAPH_TIMEOUT")]
+    pub graph_timeout: Option<f64>,
+    /// Comma-separated delays before each retry of a transient send failure [default: 0.5,2].
+    #[arg(long, env = "CONVGATE_GRAPH_RETRY_SCHEDULE", value_delimiter = ',')]
+    pub graph_retry_schedule: Option<Vec<f64>>,
+    /// Messages per second to one phone number, 0 = unlimited [default: 1].
+    #[arg(long, env = "CONVGATE_PHONE_RATE_LIMIT")]
+    pub phone_rate_limit: Option<u32>,
+    /// Messages per second per token, 0 = unlimited [default: 10].
+    #[arg(long, env = "CONVGATE_SEND_RATE_LIMIT")]
+    pub send_rate_limit: Option<u32>,
+    /// Seconds between template syncs [default: 3600].
+    #[arg(long, env = "CONVGATE_TEMPLATE_REFRESH")]
+    pub template_refresh: Option<f64>,
 }
 
 /// A configuration that cannot be used.
@@ -229,8 +321,9 @@ impl Config {
         overlay!(listen, data_dir, allow_plaintext, heartbeat_timeout, max_sockets_per_token,
             max_message_bytes, max_body_bytes, max_connections, socket_queue, write_timeout,
             rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
-            webhook_concurrency, webhook_secret_overlap;
-            tls_cert, tls_key, admin_token, bootstrap_token);
+            webhook_concurrency, webhook_secret_overlap, graph_base_url, graph_timeout,
+            graph_retry_schedule, phone_rate_limit, send_rate_limit, template_refresh;
+            tls_cert, tls_key, admin_token, bootstrap_token, secrets_key);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -258,6 +351,21 @@ impl Config {
                 .any(|d| !d.is_finite() || *d < 0.0)
         {
             return bad("webhook_retry_schedule needs at least one delay, each >= 0 seconds");
+        }
+        if !positive(self.graph_timeout)
+            || !positive(self.template_refresh)
+            || self
+                .graph_retry_schedule
+                .iter()
+                .any(|d| !d.is_finite() || *d < 0.0)
+        {
+            return bad("graph_timeout and template_refresh must be positive, graph_retry_schedule delays >= 0");
+        }
+        if reqwest::Url::parse(&self.graph_base_url).is_err() {
+            return bad("graph_base_url must be an absolute URL");
+        }
+        if let Err(e) = crate::secrets::Sealer::new(self.secrets_key.as_ref()) {
+            return Err(ConfigError::Invalid(e.to_string()));
         }
         if self.webhook_concurrency == 0 {
             return bad("webhook_concurrency must be positive");

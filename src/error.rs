@@ -30,6 +30,12 @@ pub enum ErrorCode {
     MissingBotId = 1008,
     /// 1009 Missing phone number.
     MissingPhone = 1009,
+    /// 1010 Missing message.
+    MissingMessage = 1010,
+    /// 1013 Message max characters reached (2000).
+    MessageTooLong = 1013,
+    /// 1020 Unknown Message ID.
+    UnknownMessage = 1020,
     /// 1012 Unknown or invalid route.
     UnknownRoute = 1012,
     /// 1015 Unknown ChatBot ID.
@@ -54,10 +60,26 @@ pub enum ErrorCode {
     MissingUid = 1025,
     /// 2000 Unable to create a user.
     CannotCreateUser = 2000,
+    /// 2002 Unable to assign user to agent (invalid agent email).
+    UnknownAgent = 2002,
+    /// 2003 Internal timeout (a provider did not answer).
+    Timeout = 2003,
     /// 2004 Internal error.
     Internal = 2004,
+    /// 2007 Rate limit reached for this phone number.
+    PhoneRateLimited = 2007,
     /// 2008 Rate limit reached for this token.
     TokenRateLimited = 2008,
+    /// 3000 No WhatsApp Templates exist for this ChatBot.
+    NoTemplates = 3000,
+    /// 3001 No WhatsApp template exists for this name and language.
+    UnknownTemplate = 3001,
+    /// 3002 WhatsApp API error (see whatsappErrorCode and whatsappErrorDesc).
+    WhatsAppError = 3002,
+    /// 3003 Missing WhatsApp Template name.
+    MissingTemplateName = 3003,
+    /// 3004 Missing WhatsApp Template language field.
+    MissingTemplateLanguage = 3004,
     /// 3050 Invalid tag format.
     InvalidTag = 3050,
     /// 3051 Invalid tag color format (must be hex like #FF5733).
@@ -91,6 +113,14 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// Human-readable explanation, sent as `error`.
     pub message: String,
+    /// Further top-level reply fields, e.g. 3002's `whatsappErrorCode` and
+    /// `whatsappErrorDesc` (reference, SendWhatsAppTemplate error response).
+    pub fields: Vec<(&'static str, serde_json::Value)>,
+    /// For rate limits: when a retry can succeed (POST: `Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
+    /// HTTP status overriding the code's class (409 for an idempotency
+    /// key reused with another body).
+    pub status: Option<u16>,
 }
 
 impl ApiError {
@@ -99,7 +129,22 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            fields: Vec::new(),
+            retry_after: None,
+            status: None,
         }
+    }
+
+    /// Adds a top-level reply field.
+    pub fn with_field(mut self, name: &'static str, value: impl Into<serde_json::Value>) -> Self {
+        self.fields.push((name, value.into()));
+        self
+    }
+
+    /// Sets the wait before a retry can succeed.
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     /// 2004 Internal error. The cause is logged by the caller, never sent.
@@ -109,7 +154,7 @@ impl ApiError {
 
     /// HTTP status for the POST transport; see [`ErrorCode::http_status`].
     pub fn http_status(&self) -> u16 {
-        self.code.http_status()
+        self.status.unwrap_or_else(|| self.code.http_status())
     }
 }
 

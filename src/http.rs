@@ -33,10 +33,18 @@ fn respond_with(reply: &Reply, status: u16) -> Response {
         reply.to_json(),
     )
         .into_response();
+    let h = res.headers_mut();
     if let Some(wait) = reply.retry_after {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    if let Some(r) = reply.rate {
+        h.insert("x-ratelimit-limit", HeaderValue::from(r.limit));
+        h.insert("x-ratelimit-remaining", HeaderValue::from(r.remaining));
+        h.insert("x-ratelimit-reset", HeaderValue::from(r.reset));
+    }
+    if reply.replayed.is_some() {
+        h.insert("idempotency-replayed", HeaderValue::from_static("true"));
     }
     res
 }
@@ -64,10 +72,17 @@ pub async fn api(State(app): State<AppState>, headers: HeaderMap, body: Body) ->
         Ok(b) => b,
         Err(_) => return too_large(limit),
     };
-    let env = match Envelope::parse(&bytes) {
+    let mut env = match Envelope::parse(&bytes) {
         Ok(env) => env,
         Err(e) => return respond(&Reply::error("", &e)),
     };
+    // Extension: the `Idempotency-Key` header stands for the
+    // `idempotencyKey` field (the field wins when both are given).
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        env.fields
+            .entry("idempotencyKey")
+            .or_insert_with(|| key.trim().into());
+    }
     let caller = match authenticate(ctx, env.token.as_deref()) {
         Ok(c) => c,
         Err(e) => return respond(&Reply::error(&env.cmd, &e)),

@@ -36,7 +36,8 @@ impl std::fmt::Debug for Org {
     }
 }
 
-/// A bot (extension `CreateBot`): the channel users belong to.
+/// A bot (extension `CreateBot`): the channel users belong to. Stored as
+/// is; replies show [`Bot::view`], never the sealed credentials.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Bot {
     /// The reference's numeric `botID`, unique within the organization.
@@ -48,6 +49,194 @@ pub struct Bot {
     pub name: String,
     /// ISO 8601 UTC creation time.
     pub created: String,
+    /// WhatsApp Cloud API settings (`kind` whatsapp only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp: Option<WhatsAppBot>,
+}
+
+impl Bot {
+    /// The bot as replies show it: credentials only as `…_set` flags.
+    pub fn view(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "botID": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "created": self.created,
+        });
+        if let Some(w) = &self.whatsapp {
+            v["whatsapp"] = serde_json::json!({
+                "phone_number_id": w.phone_number_id,
+                "waba_id": w.waba_id,
+                "graph_base_url": w.graph_base_url,
+                "access_token_set": w.access_token.is_some(),
+                "app_secret_set": w.app_secret.is_some(),
+                "verify_token_set": w.verify_token.is_some(),
+            });
+        }
+        v
+    }
+}
+
+/// A value sealed by [`crate::secrets::Sealer`] (`enc:v1:…` or `plain:…`);
+/// `Debug` never prints it.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Sealed(pub String);
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[sealed]")
+    }
+}
+
+/// A WhatsApp bot's Cloud API settings (Meta "Get started": phone number ID,
+/// WhatsApp Business Account ID, a system user access token, the app secret
+/// that signs webhooks, and the verify token of the subscription handshake).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WhatsAppBot {
+    /// The business phone number's id: sends go to `/{phone_number_id}/messages`.
+    pub phone_number_id: String,
+    /// The WhatsApp Business Account id: templates come from `/{waba_id}/message_templates`.
+    pub waba_id: String,
+    /// Graph API base URL with its version; `None`: the instance default.
+    pub graph_base_url: Option<String>,
+    /// Bearer token for the Graph API, sealed.
+    pub access_token: Option<Sealed>,
+    /// App secret keying `X-Hub-Signature-256`, sealed.
+    pub app_secret: Option<Sealed>,
+    /// `hub.verify_token` expected by the handshake, sealed.
+    pub verify_token: Option<Sealed>,
+}
+
+/// Who wrote a message (reference, GetConversationsFlat `sender`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sender {
+    /// The user (customer).
+    Client,
+    /// An agent of the organization (`agentEmail` given).
+    Agent,
+    /// The API without an agent.
+    System,
+}
+
+/// A delivery-status callback requested with a send (`webhookURL`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CallbackSpec {
+    /// Where ack changes are POSTed.
+    pub url: String,
+    /// `webhookHeaders` as `[name, value]` pairs, JSON then sealed.
+    pub headers: Sealed,
+    /// `webhookPayload`, echoed in every callback.
+    pub payload: Option<serde_json::Value>,
+}
+
+/// One message of a conversation, inbound or outbound (reference,
+/// GetConversation rows and GetMessageDetails).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Message {
+    /// convgate's message id: 24 hex characters.
+    pub mid: String,
+    /// The user the message is with.
+    pub uid: String,
+    /// The bot it went through.
+    pub bot_id: u64,
+    /// client (inbound), agent or system (outbound).
+    pub sender: Sender,
+    /// text, image, video, audio, document, sticker, location, …
+    pub typ: String,
+    /// Text, caption, or a rendered template body.
+    pub msg: String,
+    /// Media id of a media message (Graph API media object).
+    #[serde(default)]
+    pub media_id: Option<String>,
+    /// ISO 8601 UTC time with milliseconds.
+    pub dt: String,
+    /// Acknowledgement code (reference, "Message Acknowledgement Codes").
+    pub ack: i8,
+    /// The provider's id (`wamid.…`), once known.
+    #[serde(default)]
+    pub wamid: Option<String>,
+    /// Template name and language of a template send.
+    #[serde(default)]
+    pub template: Option<(String, String)>,
+    /// Provider error code when `ack` is -1 or -2.
+    #[serde(default)]
+    pub whatsapp_error_code: Option<i64>,
+    /// Provider error description when `ack` is -1 or -2.
+    #[serde(default)]
+    pub whatsapp_error_desc: Option<String>,
+    /// Delivery-status callback of the send.
+    #[serde(default)]
+    pub callback: Option<CallbackSpec>,
+    /// Agent the send was assigned to.
+    #[serde(default)]
+    pub agent_email: Option<String>,
+}
+
+/// Per-user WhatsApp state: the customer-service window and the last
+/// template sent (a reply moves its ack to 10).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WaUserState {
+    /// Unix ms of the user's last inbound message (window opens there for 24 h).
+    pub last_inbound_ms: Option<i64>,
+    /// `mid` of the last template sent to the user.
+    pub last_template_mid: Option<String>,
+}
+
+/// An agent of the organization (extension `CreateAgent`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Agent {
+    /// Numeric agent id (`aid` of conversation rows).
+    pub aid: u64,
+    /// Email, the agent's key (matched case-insensitively).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// ISO 8601 UTC creation time.
+    pub created: String,
+}
+
+/// A send's reply kept under its idempotency key for 24 hours.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdempotentReply {
+    /// Hex SHA-256 of the request's fields (token and key excluded).
+    pub request_sha256: String,
+    /// The reply JSON as first sent.
+    pub reply: String,
+    /// Unix ms of the first request.
+    pub created_ms: i64,
+}
+
+/// The templates of a WhatsApp bot as last synced from the Graph API.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TemplateCache {
+    /// Unix ms of the last successful sync.
+    pub synced_ms: i64,
+    /// Template objects as the Graph API returns them (`name`, `language`,
+    /// `status`, `category`, `components`, `id`).
+    pub templates: Vec<serde_json::Value>,
+}
+
+/// A delivery-status callback waiting to be POSTed (durable outbox).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallbackJob {
+    /// Organization of the message.
+    pub org: String,
+    /// The message whose ack changed.
+    pub mid: String,
+    /// Destination (`webhookURL`).
+    pub url: String,
+    /// Sealed `[name, value]` pairs (`webhookHeaders`).
+    pub headers: Sealed,
+    /// The JSON body (reference, "Webhook Callbacks").
+    pub body: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix ms when it was queued.
+    pub queued_ms: i64,
+    /// Last failure, for logs and the dead-letter record.
+    pub last_error: Option<String>,
 }
 
 /// A user object, field for field the reference's "User Object Fields".

@@ -36,6 +36,29 @@ pub struct Reply {
     /// as `Retry-After`). Not part of the JSON.
     #[serde(skip)]
     pub retry_after: Option<Duration>,
+    /// The rate-limit budget that applied (POST: `X-RateLimit-*`). Not JSON.
+    #[serde(skip)]
+    pub rate: Option<RateInfo>,
+    /// HTTP status overriding the class of `errorCode`. Not JSON.
+    #[serde(skip)]
+    pub status: Option<u16>,
+    /// A reply replayed from an idempotency key (POST: `Idempotency-Replayed: true`):
+    /// its JSON exactly as first sent.
+    #[serde(skip)]
+    pub replayed: Option<Bytes>,
+}
+
+/// A token's rate-limit budget after a request, for the `X-RateLimit-Limit`,
+/// `X-RateLimit-Remaining` and `X-RateLimit-Reset` headers (as 247Rep and
+/// WhatsAPI send them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateInfo {
+    /// Requests allowed per window (the burst).
+    pub limit: u32,
+    /// Requests left now.
+    pub remaining: u32,
+    /// Unix seconds when the budget is full again.
+    pub reset: i64,
 }
 
 impl Reply {
@@ -50,6 +73,9 @@ impl Reply {
             error_code: None,
             extra: Map::new(),
             retry_after: None,
+            rate: None,
+            status: None,
+            replayed: None,
         }
     }
 
@@ -59,6 +85,13 @@ impl Reply {
             ok: 0,
             error: Some(e.message.clone()),
             error_code: Some(e.code.as_u16()),
+            extra: e
+                .fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            retry_after: e.retry_after,
+            status: e.status,
             ..Reply::ok(cmd)
         }
     }
@@ -84,6 +117,9 @@ impl Reply {
     /// HTTP status of this reply on the POST transport: 200 when ok, else
     /// the class of its `errorCode`.
     pub fn http_status(&self) -> u16 {
+        if let Some(s) = self.status {
+            return s;
+        }
         match self.error_code {
             None => 200,
             Some(code) => crate::error::status_of(code),
@@ -92,6 +128,21 @@ impl Reply {
 
     /// The JSON text of the reply.
     pub fn to_json(&self) -> Bytes {
+        if let Some(raw) = &self.replayed {
+            return raw.clone();
+        }
         Bytes::from(serde_json::to_vec(self).expect("replies serialise"))
+    }
+
+    /// A reply stored under an idempotency key, sent again byte for byte.
+    pub fn replay(cmd: &str, json: &str) -> Reply {
+        let v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+        let code = v.get("errorCode").and_then(Value::as_u64).map(|c| c as u16);
+        Reply {
+            ok: u8::from(code.is_none()),
+            error_code: code,
+            replayed: Some(Bytes::from(json.to_string())),
+            ..Reply::ok(cmd)
+        }
     }
 }

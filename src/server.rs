@@ -57,6 +57,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be used.
     #[error("tls: {0}")]
     Tls(String),
+    /// A setting could not be applied (`secrets_key`, `[[bots]]`).
+    #[error("config: {0}")]
+    Config(String),
 }
 
 /// A running gateway.
@@ -122,11 +125,19 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
         shutdown.clone(),
         tracker.clone(),
     );
-    let ctx = Ctx::new(store, bus, deliveries, config.clone());
+    let sealer = crate::secrets::Sealer::new(config.secrets_key.as_ref())
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let callbacks = crate::callback::Callbacks::new(store.clone(), sealer.clone(), config.clone());
+    let ctx = Ctx::new(store, bus, deliveries, callbacks, sealer, config.clone());
     let bootstrap_token = crate::bootstrap(&ctx).await?;
+    crate::cmd::apply_config_bots(&ctx)
+        .await
+        .map_err(ServerError::Config)?;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     ctx.deliveries.start_all()?;
+    ctx.callbacks.start(shutdown.clone(), &tracker);
+    crate::messages::spawn_maintenance(ctx.clone(), shutdown.clone(), &tracker);
     let app = AppState {
         ctx: ctx.clone(),
         shutdown: shutdown.clone(),
@@ -181,6 +192,10 @@ pub fn router(app: AppState) -> Router {
         .route("/api", post(crate::http::api))
         .route("/healthz", get(crate::http::healthz))
         .route("/metrics", get(crate::http::metrics))
+        .route(
+            "/channels/whatsapp/{bot_id}",
+            get(crate::inbound::verify).post(crate::inbound::notify),
+        )
         .with_state(app)
 }
 

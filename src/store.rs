@@ -19,6 +19,16 @@
 //! | `dcur/{org}` | last `seq` queued for webhook delivery, u64 big-endian |
 //! | `dlv/{org}/{seq:020}` | [`Delivery`], postcard (compact binary) |
 //! | `dq/{org}/{due ms:020}/{seq:020}` | a pending attempt, due at that Unix ms; value: queued ms |
+//! | `wab/{botID:020}` | organization of a WhatsApp bot (inbound URLs carry only the botID) |
+//! | `msg/{org}/{mid}` | [`Message`] JSON |
+//! | `wam/{org}/{wamid}` | `mid` of the provider's message id (dedupe, statuses) |
+//! | `cnv/{org}/{uid}/{dt ms:020}/{mid}` | empty: the user's conversation in time order |
+//! | `wau/{org}/{uid}` | [`WaUserState`] JSON |
+//! | `agt/{org}/{lowercase email}` | [`Agent`] JSON; `agc/{org}` the last `aid` |
+//! | `idm/{org}/{key}` | [`IdempotentReply`] JSON |
+//! | `tpl/{org}/{botID:020}` | [`TemplateCache`] JSON |
+//! | `cbq/{due ms:020}/{id}` | a [`CallbackJob`] due at that Unix ms |
+//! | `cbf/{id}` | a [`CallbackJob`] that exhausted its retries (dead letter) |
 //!
 //! Invariants: writes are serialised by one mutex held only around in-memory
 //! sled operations (never across an await), which makes each organization's
@@ -33,7 +43,10 @@
 //! because the cursor and the queue move in the same batch and the event
 //! log itself is always durable first.
 
-use crate::model::{Bot, Delivery, DeliveryStatus, Event, Org, Tag, User, UserRecord, Webhook};
+use crate::model::{
+    Agent, Bot, CallbackJob, Delivery, DeliveryStatus, Event, IdempotentReply, Message, Org, Tag,
+    TemplateCache, User, UserRecord, WaUserState, Webhook,
+};
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
@@ -485,6 +498,193 @@ impl Store {
         Ok(out)
     }
 
+    /// The organization owning WhatsApp bot `bot_id`.
+    pub fn whatsapp_bot_org(&self, bot_id: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .get(format!("wab/{bot_id:020}"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Every WhatsApp bot of every organization, as `(org, bot)`.
+    pub fn whatsapp_bots(&self) -> Result<Vec<(String, Bot)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.db.scan_prefix(b"wab/") {
+            let (k, org) = kv?;
+            let id = std::str::from_utf8(&k[4..])
+                .ok()
+                .and_then(|s| s.parse().ok());
+            let org = String::from_utf8_lossy(&org).into_owned();
+            if let Some(bot) = id.map(|id| self.bot(&org, id)).transpose()?.flatten() {
+                out.push((org, bot));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The message `mid` of `org`.
+    pub fn message(&self, org: &str, mid: &str) -> Result<Option<Message>, StoreError> {
+        self.get(&key(&["msg", org, mid]))
+    }
+
+    /// The `mid` of the provider message `wamid` of `org`.
+    pub fn mid_of_wamid(&self, org: &str, wamid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .get(key(&["wam", org, wamid]))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The last `limit` messages of user `uid`, oldest first.
+    pub fn conversation(
+        &self,
+        org: &str,
+        uid: &str,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let prefix = format!("cnv/{org}/{uid}/");
+        let mut mids = Vec::new();
+        for kv in self.inner.db.scan_prefix(prefix.as_bytes()).rev() {
+            let (k, _) = kv?;
+            if mids.len() >= limit {
+                break;
+            }
+            let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some((_, mid)) = rest.split_once('/') {
+                mids.push(mid.to_string());
+            }
+        }
+        let mut out = Vec::with_capacity(mids.len());
+        for mid in mids.iter().rev() {
+            if let Some(m) = self.message(org, mid)? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The WhatsApp state of user `uid`.
+    pub fn wa_state(&self, org: &str, uid: &str) -> Result<WaUserState, StoreError> {
+        Ok(self.get(&key(&["wau", org, uid]))?.unwrap_or_default())
+    }
+
+    /// The agent with `email` (any case).
+    pub fn agent(&self, org: &str, email: &str) -> Result<Option<Agent>, StoreError> {
+        self.get(&key(&["agt", org, &email.to_lowercase()]))
+    }
+
+    /// Every agent of `org`, by email.
+    pub fn agents(&self, org: &str) -> Result<Vec<Agent>, StoreError> {
+        self.scan(&format!("agt/{org}/"), None, usize::MAX, |_: &Agent| true)
+    }
+
+    /// The reply kept under idempotency `key_` of `org`.
+    pub fn idempotent(&self, org: &str, key_: &str) -> Result<Option<IdempotentReply>, StoreError> {
+        self.get(&key(&["idm", org, key_]))
+    }
+
+    /// Removes idempotency records created before `before_ms`; returns how many.
+    pub fn expire_idempotent(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.inner.db.scan_prefix(b"idm/") {
+            let (k, v) = kv?;
+            let rec: IdempotentReply = serde_json::from_slice(&v)?;
+            if rec.created_ms < before_ms {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        self.inner.db.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    /// The template cache of bot `bot_id`.
+    pub fn templates(&self, org: &str, bot_id: u64) -> Result<Option<TemplateCache>, StoreError> {
+        self.get(format!("tpl/{org}/{bot_id:020}").as_bytes())
+    }
+
+    /// Replaces the template cache of bot `bot_id`. A cache, not a record:
+    /// it is written without waiting for a flush (a crash only re-syncs).
+    pub fn put_templates(
+        &self,
+        org: &str,
+        bot_id: u64,
+        cache: &TemplateCache,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .db
+            .insert(format!("tpl/{org}/{bot_id:020}"), encode(cache))?;
+        Ok(())
+    }
+
+    /// Up to `limit` callbacks due at or before `now_ms`, earliest first, with
+    /// their queue keys.
+    pub fn due_callbacks(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, CallbackJob)>, StoreError> {
+        let end = format!("cbq/{:020}/~", now_ms.max(0));
+        let mut out = Vec::new();
+        for kv in self.inner.db.range(b"cbq/".to_vec()..end.into_bytes()) {
+            let (k, v) = kv?;
+            if out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), serde_json::from_slice(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Unix ms when the earliest queued callback is due.
+    pub fn next_callback_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .scan_prefix(b"cbq/")
+            .next()
+            .transpose()?
+            .and_then(|(k, _)| {
+                std::str::from_utf8(&k[4..24])
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+            }))
+    }
+
+    /// Queued callbacks and dead letters: `(queued, failed)`.
+    pub fn callback_counts(&self) -> (usize, usize) {
+        (
+            self.inner.db.scan_prefix(b"cbq/").count(),
+            self.inner.db.scan_prefix(b"cbf/").count(),
+        )
+    }
+
+    /// Settles the callback at `queue_key`: delivered (`next` = None, `dead`
+    /// = false), retried at `next` ms, or kept as a dead letter.
+    pub async fn settle_callback(
+        &self,
+        queue_key: &[u8],
+        job: &CallbackJob,
+        next: Option<i64>,
+        dead: bool,
+    ) -> Result<(), StoreError> {
+        let id = String::from_utf8_lossy(&queue_key[25..]).into_owned();
+        self.write("", |tx| {
+            tx.batch.remove(queue_key);
+            if let Some(due) = next {
+                tx.batch.insert(cbq_key(due, &id), encode(job));
+            } else if dead {
+                tx.batch
+                    .insert(format!("cbf/{id}").into_bytes(), encode(job));
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
     /// Flushes everything to disk (used at shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush_async().await?;
@@ -527,6 +727,10 @@ fn dlv_key(org: &str, seq: u64) -> Vec<u8> {
 
 fn dq_key(org: &str, due_ms: i64, seq: u64) -> Vec<u8> {
     format!("dq/{org}/{:020}/{seq:020}", due_ms.max(0)).into_bytes()
+}
+
+fn cbq_key(due_ms: i64, id: &str) -> Vec<u8> {
+    format!("cbq/{:020}/{id}", due_ms.max(0)).into_bytes()
 }
 
 fn bot_key(org: &str, id: u64) -> Vec<u8> {
@@ -596,9 +800,68 @@ impl WriteTx<'_> {
         self.batch.remove(key(&["whk", self.org]));
     }
 
-    /// Stages `bot`.
+    /// Stages `bot`; a WhatsApp bot is also indexed by its `botID` alone.
     pub fn put_bot(&mut self, bot: &Bot) {
         self.batch.insert(bot_key(self.org, bot.id), encode(bot));
+        if bot.kind == crate::domain::BotKind::Whatsapp {
+            self.batch.insert(
+                format!("wab/{:020}", bot.id).into_bytes(),
+                self.org.as_bytes(),
+            );
+        }
+    }
+
+    /// Stages `msg` with its conversation and provider-id indexes; `dt_ms`
+    /// orders it in the conversation (unchanged for an update).
+    pub fn put_message(&mut self, msg: &Message, dt_ms: i64) {
+        let org = self.org;
+        self.batch.insert(key(&["msg", org, &msg.mid]), encode(msg));
+        self.batch.insert(
+            format!("cnv/{org}/{}/{:020}/{}", msg.uid, dt_ms.max(0), msg.mid).into_bytes(),
+            &[][..],
+        );
+        if let Some(w) = &msg.wamid {
+            self.batch.insert(key(&["wam", org, w]), msg.mid.as_bytes());
+        }
+    }
+
+    /// Stages the WhatsApp state of `uid`.
+    pub fn put_wa_state(&mut self, uid: &str, state: &WaUserState) {
+        self.batch
+            .insert(key(&["wau", self.org, uid]), encode(state));
+    }
+
+    /// Stages `agent` (a new one takes its `aid` from [`WriteTx::next_aid`]).
+    pub fn put_agent(&mut self, agent: &Agent) {
+        self.batch.insert(
+            key(&["agt", self.org, &agent.email.to_lowercase()]),
+            encode(agent),
+        );
+    }
+
+    /// Allocates the next agent id of the organization (1, 2, …).
+    pub fn next_aid(&mut self) -> Result<u64, StoreError> {
+        let aid = self.store.get_u64(&key(&["agc", self.org]))?.unwrap_or(0) + 1;
+        self.batch
+            .insert(key(&["agc", self.org]), &aid.to_be_bytes());
+        Ok(aid)
+    }
+
+    /// Stages `reply` under idempotency key `key_`.
+    pub fn put_idempotent(&mut self, key_: &str, reply: &IdempotentReply) {
+        self.batch
+            .insert(key(&["idm", self.org, key_]), encode(reply));
+    }
+
+    /// Stages the removal of idempotency key `key_`.
+    pub fn forget_idempotent(&mut self, key_: &str) {
+        self.batch.remove(key(&["idm", self.org, key_]));
+    }
+
+    /// Stages a callback, due at `due_ms`, in the durable outbox.
+    pub fn queue_callback(&mut self, job: &CallbackJob, due_ms: i64) {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        self.batch.insert(cbq_key(due_ms, &id), encode(job));
     }
 
     /// Appends an event to the organization's log: `body` (an object with

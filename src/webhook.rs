@@ -163,6 +163,25 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// An outbound HTTP client for URLs that organizations choose (webhooks,
+/// delivery callbacks, a bot's Graph API base): no redirects, no proxy,
+/// `timeout` seconds per request, and only public addresses unless
+/// `allow_private_webhooks`.
+pub fn guarded_client(config: &Config, timeout: f64) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs_f64(timeout))
+        .connect_timeout(Duration::from_secs_f64(timeout.min(10.0)))
+        .pool_max_idle_per_host(config.webhook_concurrency)
+        .dns_resolver(Arc::new(GuardedResolver {
+            allow_private: config.allow_private_webhooks,
+        }))
+        .user_agent(concat!("convgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("HTTP client builds")
+}
+
 /// Counters for `GET /metrics`, since the process started.
 #[derive(Default)]
 pub struct Counters {
@@ -297,18 +316,7 @@ impl Deliveries {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Deliveries {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(Duration::from_secs_f64(config.webhook_timeout))
-            .connect_timeout(Duration::from_secs_f64(config.webhook_timeout.min(10.0)))
-            .pool_max_idle_per_host(config.webhook_concurrency)
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: config.allow_private_webhooks,
-            }))
-            .user_agent(concat!("convgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("HTTP client builds");
+        let client = guarded_client(&config, config.webhook_timeout);
         Deliveries {
             inner: Arc::new(Inner {
                 store,
@@ -804,7 +812,7 @@ fn event_id_of(json: &[u8]) -> String {
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3), at most 24 h.
-fn parse_retry_after(v: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     let secs = match v.trim().parse::<u64>() {
         Ok(s) => s,
         Err(_) => {
@@ -815,7 +823,7 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(86_400)))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {

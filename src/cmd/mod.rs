@@ -6,6 +6,7 @@
 //! file; `Command`'s own methods only delegate. [`execute`] is the single
 //! entry point the transports call once they know the caller.
 
+mod create_agent;
 mod create_bot;
 mod create_organization;
 mod create_user_tag;
@@ -14,17 +15,23 @@ mod delete_user_tag;
 mod delete_webhook;
 mod disable_api;
 mod enable_api;
+mod get_agents;
 mod get_bots;
+mod get_conversation;
 mod get_deliveries;
+mod get_message_details;
 mod get_user;
 mod get_user_data;
 mod get_user_tags;
 mod get_users;
 mod get_webhook;
+mod get_whatsapp_template;
 mod heartbeat;
 mod redeliver_events;
 mod reset_token;
 mod rotate_webhook_secret;
+mod send_text_message;
+mod send_whatsapp_template;
 mod set_user_data;
 mod set_user_email;
 mod set_user_name;
@@ -32,8 +39,10 @@ mod set_user_notes;
 mod set_user_phone;
 mod set_user_tag;
 mod set_webhook;
+mod update_bot;
 mod upsert_user;
 
+pub use create_agent::CreateAgent;
 pub use create_bot::CreateBot;
 pub use create_organization::CreateOrganization;
 pub use create_user_tag::CreateUserTag;
@@ -42,17 +51,23 @@ pub use delete_user_tag::DeleteUserTag;
 pub use delete_webhook::DeleteWebhook;
 pub use disable_api::DisableApi;
 pub use enable_api::EnableApi;
+pub use get_agents::GetAgents;
 pub use get_bots::GetBots;
+pub use get_conversation::GetConversation;
 pub use get_deliveries::GetDeliveries;
+pub use get_message_details::GetMessageDetails;
 pub use get_user::GetUser;
 pub use get_user_data::GetUserData;
 pub use get_user_tags::GetUserTags;
 pub use get_users::GetUsers;
 pub use get_webhook::GetWebhook;
+pub use get_whatsapp_template::GetWhatsAppTemplate;
 pub use heartbeat::Heartbeat;
 pub use redeliver_events::RedeliverEvents;
 pub use reset_token::ResetToken;
 pub use rotate_webhook_secret::RotateWebhookSecret;
+pub use send_text_message::SendTextMessage;
+pub use send_whatsapp_template::SendWhatsAppTemplate;
 pub use set_user_data::SetUserData;
 pub use set_user_email::SetUserEmail;
 pub use set_user_name::SetUserName;
@@ -60,6 +75,7 @@ pub use set_user_notes::SetUserNotes;
 pub use set_user_phone::SetUserPhone;
 pub use set_user_tag::SetUserTag;
 pub use set_webhook::SetWebhook;
+pub use update_bot::UpdateBot;
 pub use upsert_user::UpsertUser;
 
 use crate::auth::Caller;
@@ -226,6 +242,22 @@ pub enum Command {
     GetDeliveries(GetDeliveries),
     /// `RedeliverEvents` (extension).
     RedeliverEvents(RedeliverEvents),
+    /// `UpdateBot` (extension).
+    UpdateBot(UpdateBot),
+    /// `SendWhatsAppTemplate` (reference, "Commands - Sending Messages").
+    SendWhatsAppTemplate(SendWhatsAppTemplate),
+    /// `GetWhatsAppTemplate` (reference).
+    GetWhatsAppTemplate(GetWhatsAppTemplate),
+    /// `SendTextMessage` (reference).
+    SendTextMessage(SendTextMessage),
+    /// `GetMessageDetails` (reference).
+    GetMessageDetails(GetMessageDetails),
+    /// `GetConversation` (reference, "Commands - Conversations").
+    GetConversation(GetConversation),
+    /// `CreateAgent` (extension).
+    CreateAgent(CreateAgent),
+    /// `GetAgents` (extension).
+    GetAgents(GetAgents),
 }
 
 impl Command {
@@ -261,6 +293,16 @@ impl Command {
             "DisableApi" => Command::DisableApi(DisableApi),
             "GetDeliveries" => Command::GetDeliveries(GetDeliveries::parse(&f)?),
             "RedeliverEvents" => Command::RedeliverEvents(RedeliverEvents::parse(&f)?),
+            "UpdateBot" => Command::UpdateBot(UpdateBot::parse(&f)?),
+            "SendWhatsAppTemplate" => {
+                Command::SendWhatsAppTemplate(SendWhatsAppTemplate::parse(&f)?)
+            }
+            "GetWhatsAppTemplate" => Command::GetWhatsAppTemplate(GetWhatsAppTemplate::parse(&f)?),
+            "SendTextMessage" => Command::SendTextMessage(SendTextMessage::parse(&f)?),
+            "GetMessageDetails" => Command::GetMessageDetails(GetMessageDetails::parse(&f)?),
+            "GetConversation" => Command::GetConversation(GetConversation::parse(&f)?),
+            "CreateAgent" => Command::CreateAgent(CreateAgent::parse(&f)?),
+            "GetAgents" => Command::GetAgents(GetAgents),
             "" => return Err(ApiError::new(ErrorCode::UnknownCommand, "missing cmd")),
             other => {
                 return Err(ApiError::new(
@@ -328,6 +370,14 @@ impl Command {
             Command::DisableApi(c) => c.apply(ctx, needs_org()?).await,
             Command::GetDeliveries(c) => c.apply(ctx, needs_org()?),
             Command::RedeliverEvents(c) => c.apply(ctx, needs_org()?),
+            Command::UpdateBot(c) => c.apply(ctx, needs_org()?).await,
+            Command::SendWhatsAppTemplate(c) => c.apply(ctx, needs_org()?).await,
+            Command::GetWhatsAppTemplate(c) => c.apply(ctx, needs_org()?).await,
+            Command::SendTextMessage(c) => c.apply(ctx, needs_org()?).await,
+            Command::GetMessageDetails(c) => c.apply(ctx, needs_org()?),
+            Command::GetConversation(c) => c.apply(ctx, needs_org()?),
+            Command::CreateAgent(c) => c.apply(ctx, needs_org()?).await,
+            Command::GetAgents(c) => c.apply(ctx, needs_org()?),
         }
     }
 }
@@ -336,31 +386,45 @@ impl Command {
 /// reply to send: the rate limit (2008), parsing and the command itself.
 #[tracing::instrument(skip_all, fields(cmd = %env.cmd))]
 pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope) -> Reply {
-    // Heartbeats keep a socket alive; they never count against the budget.
-    let rate = match env.cmd.as_str() {
-        "heartbeat" => Ok(()),
-        _ => ctx.check_rate(caller),
-    };
-    if let Err(wait) = rate {
+    let limited = |(wait, info)| {
         let e = ApiError::new(
             ErrorCode::TokenRateLimited,
             "rate limit reached for this token",
-        );
+        )
+        .with_retry_after(wait);
         let mut reply = Reply::error(&env.cmd, &e);
-        reply.retry_after = Some(wait);
-        return reply;
+        reply.rate = Some(info);
+        reply
+    };
+    // Heartbeats keep a socket alive; they never count against the budget.
+    let mut rate = match env.cmd.as_str() {
+        "heartbeat" => None,
+        _ => match ctx.check_rate(caller) {
+            Ok(info) => info,
+            Err(e) => return limited(e),
+        },
+    };
+    // Messages have their own, smaller budget (reference: 10 per second).
+    if matches!(env.cmd.as_str(), "SendWhatsAppTemplate" | "SendTextMessage") {
+        match ctx.check_send_rate(caller) {
+            Ok(Some(info)) => rate = Some(info),
+            Ok(None) => {}
+            Err(e) => return limited(e),
+        }
     }
     let result = match Command::parse(env) {
         Ok(cmd) => cmd.apply(ctx, caller).await,
         Err(e) => Err(e),
     };
-    match result {
+    let mut reply = match result {
         Ok(reply) => reply,
         Err(e) => {
             tracing::debug!(code = e.code.as_u16(), error = %e.message, "command failed");
             Reply::error(&env.cmd, &e)
         }
-    }
+    };
+    reply.rate = reply.rate.or(rate);
+    reply
 }
 
 /// 1005 Unknown user.
@@ -430,4 +494,222 @@ pub(crate) async fn update_user(
             Ok(rec.user)
         })
         .await
+}
+
+/// The idempotency key of a send (`idempotencyKey` field, or the POST
+/// `Idempotency-Key` header the transport copies into it) and the hash of
+/// the request it names: SHA-256 of the fields other than `token` and the
+/// key, keys sorted. Errors: 1017 a key that is not 1–255 visible ASCII
+/// characters.
+pub(crate) fn idempotency(f: &Fields) -> Result<Option<crate::messages::Idempotency>, ApiError> {
+    use sha2::{Digest, Sha256};
+    let Some(key) = f.opt_str("idempotencyKey", ErrorCode::InvalidJson)? else {
+        return Ok(None);
+    };
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            "idempotencyKey must be 1-255 visible ASCII characters",
+        ));
+    }
+    let mut keys: Vec<&String> =
+        f.0.keys()
+            .filter(|k| !matches!(k.as_str(), "token" | "idempotencyKey"))
+            .collect();
+    keys.sort();
+    let mut h = Sha256::new();
+    for k in keys {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(f.0[k].to_string().as_bytes());
+        h.update([0]);
+    }
+    Ok(Some(crate::messages::Idempotency {
+        key: key.to_string(),
+        request_sha256: hex::encode(h.finalize()),
+    }))
+}
+
+/// While alive, marks an idempotency key as in progress in this process.
+pub(crate) struct InFlight {
+    ctx: Ctx,
+    entry: (String, String),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.ctx
+            .idempotency_in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.entry);
+    }
+}
+
+/// What a send under an idempotency key does: replay the stored reply, or
+/// go ahead holding the key. Errors (HTTP 409, code 1017): the key is in
+/// use by a request in progress, or was used with a different request
+/// within 24 hours.
+pub(crate) enum Idem {
+    /// Send the stored reply again.
+    Replay(Reply),
+    /// Proceed; the guard releases the key when dropped.
+    Proceed(Option<InFlight>),
+}
+
+/// How long a send's reply is kept under its idempotency key.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
+
+pub(crate) fn idempotency_begin(
+    ctx: &Ctx,
+    org: &Org,
+    idem: Option<&crate::messages::Idempotency>,
+    cmd: &str,
+) -> Result<Idem, ApiError> {
+    let Some(i) = idem else {
+        return Ok(Idem::Proceed(None));
+    };
+    let conflict = |m: &str| {
+        let mut e = ApiError::new(ErrorCode::InvalidJson, m);
+        e.status = Some(409);
+        e
+    };
+    let entry = (org.id.clone(), i.key.clone());
+    if !ctx
+        .idempotency_in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(entry.clone())
+    {
+        return Err(conflict(
+            "a request with this idempotency key is in progress; retry later",
+        ));
+    }
+    let guard = InFlight {
+        ctx: ctx.clone(),
+        entry,
+    };
+    match ctx.store.idempotent(&org.id, &i.key)? {
+        Some(rec) if rec.created_ms + IDEMPOTENCY_TTL_MS > crate::webhook::now_ms() => {
+            if rec.request_sha256 != i.request_sha256 {
+                return Err(conflict(
+                    "this idempotency key was used with a different request",
+                ));
+            }
+            Ok(Idem::Replay(Reply::replay(cmd, &rec.reply)))
+        }
+        _ => Ok(Idem::Proceed(Some(guard))),
+    }
+}
+
+/// `webhookHeaders` (reference: "Array of headers for webhook callbacks"):
+/// `[{"name":…,"value":…}]` (`key` for `name` also read), `["Name: value"]`,
+/// or an object of names to values. At most 20; names and values must be
+/// valid HTTP; `Host`, `Content-Length`, `Content-Type`, `Transfer-Encoding`
+/// and `Connection` are refused. Error: 1017.
+pub(crate) fn webhook_headers(f: &Fields) -> Result<Vec<(String, String)>, ApiError> {
+    let bad = |m: String| ApiError::new(ErrorCode::InvalidJson, format!("webhookHeaders: {m}"));
+    let mut out = Vec::new();
+    let pairs: Vec<(String, String)> = match f.0.get("webhookHeaders") {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(bad(format!("{k} must have a string value"))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|h| match h {
+                Value::String(s) => s
+                    .split_once(':')
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                    .ok_or_else(|| bad(format!("{s:?} is not \"Name: value\""))),
+                Value::Object(o) => {
+                    let name = o
+                        .get("name")
+                        .or_else(|| o.get("key"))
+                        .and_then(Value::as_str);
+                    let value = o.get("value").and_then(Value::as_str);
+                    match (name, value) {
+                        (Some(n), Some(v)) => Ok((n.to_string(), v.to_string())),
+                        _ => Err(bad("each header needs string name and value".into())),
+                    }
+                }
+                _ => Err(bad(
+                    "each header is an object or a \"Name: value\" string".into()
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("must be an array".into())),
+    };
+    if pairs.len() > 20 {
+        return Err(bad("at most 20 headers".into()));
+    }
+    for (name, value) in pairs {
+        let n = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad(format!("{name:?} is not a header name")))?;
+        if matches!(
+            n.as_str(),
+            "host" | "content-length" | "content-type" | "transfer-encoding" | "connection"
+        ) {
+            return Err(bad(format!("{name} cannot be set")));
+        }
+        reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|_| bad(format!("the value of {name} is not a header value")))?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// The optional `agentEmail` of a send: must name an agent of the
+/// organization (2002 otherwise; `CreateAgent` adds agents).
+pub(crate) fn agent_of(
+    ctx: &Ctx,
+    org: &Org,
+    email: Option<&str>,
+) -> Result<Option<crate::model::Agent>, ApiError> {
+    let Some(email) = email else {
+        return Ok(None);
+    };
+    ctx.store
+        .agent(&org.id, email.trim())?
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnknownAgent,
+                format!("unable to assign to agent {email:?}: no such agent (CreateAgent)"),
+            )
+        })
+}
+
+/// Creates or updates the `[[bots]]` of the config file, at start.
+/// Errors: an unknown organization or kind, or a bot the store refuses.
+pub async fn apply_config_bots(ctx: &Ctx) -> Result<(), String> {
+    for b in &ctx.config.bots {
+        if ctx.store.org(&b.org).map_err(|e| e.to_string())?.is_none() {
+            return Err(format!(
+                "[[bots]] botID {}: no organization {:?}",
+                b.bot_id, b.org
+            ));
+        }
+        let kind = crate::domain::BotKind::parse(&b.kind).ok_or_else(|| {
+            format!(
+                "[[bots]] botID {}: kind must be whatsapp, sms, telegram or web",
+                b.bot_id
+            )
+        })?;
+        create_bot::create_or_update(
+            ctx,
+            &b.org,
+            b.bot_id,
+            kind,
+            b.name.clone(),
+            create_bot::WhatsAppFields::from_config(b),
+        )
+        .await
+        .map_err(|e| format!("[[bots]] botID {}: {}", b.bot_id, e.message))?;
+    }
+    Ok(())
 }

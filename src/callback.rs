@@ -1,0 +1,184 @@
+//! Delivery-status callbacks: when a send named a `webhookURL`, every ack
+//! change of its message is POSTed there (reference, "Webhook Callbacks")
+//! with the send's `webhookHeaders`.
+//!
+//! The callback is queued in the store's durable outbox in the same atomic
+//! write as the ack change, so an ack that exists is called back at least
+//! once, across crashes. One worker drains the outbox with at most
+//! `webhook_concurrency` requests in flight, through the same guarded client
+//! as organization webhooks (public addresses only unless
+//! `allow_private_webhooks`, no redirects, no proxy), and retries on
+//! `webhook_retry_schedule` (±10% jitter, `Retry-After` honoured); a
+//! callback that exhausts it is kept as a dead letter (`cbf/`) and logged.
+//! Callbacks of one message may arrive out of order: receivers compare `ack`.
+
+use crate::config::Config;
+use crate::model::CallbackJob;
+use crate::secrets::Sealer;
+use crate::store::{Store, StoreError};
+use crate::webhook::{guarded_client, now_ms, parse_retry_after};
+use rand::Rng;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Callbacks queued per pass of the worker.
+const BATCH: usize = 64;
+
+/// Handle to the callback worker (cheap `Clone`).
+#[derive(Clone)]
+pub struct Callbacks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    sealer: Sealer,
+    config: Arc<Config>,
+    client: reqwest::Client,
+    notify: Notify,
+    in_flight: Mutex<HashSet<Vec<u8>>>,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Callbacks {
+    /// The callback engine over `store`; call [`Callbacks::start`] to run it.
+    pub fn new(store: Store, sealer: Sealer, config: Arc<Config>) -> Callbacks {
+        let client = guarded_client(&config, config.webhook_timeout);
+        Callbacks {
+            inner: Arc::new(Inner {
+                store,
+                sealer,
+                config,
+                client,
+                notify: Notify::new(),
+                in_flight: Mutex::new(HashSet::new()),
+                delivered: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Runs the worker on `tracker` until `shutdown`; it first sends what
+    /// a previous run left queued.
+    pub fn start(&self, shutdown: CancellationToken, tracker: &TaskTracker) {
+        let inner = self.inner.clone();
+        tracker.spawn(async move { run(inner, shutdown).await });
+    }
+
+    /// Tells the worker that a callback was queued.
+    pub fn wake(&self) {
+        self.inner.notify.notify_one();
+    }
+
+    /// `(delivered, dead letters)` since start.
+    pub fn counters(&self) -> (u64, u64) {
+        (
+            self.inner.delivered.load(Ordering::Relaxed),
+            self.inner.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(inner.config.webhook_concurrency));
+    loop {
+        let now = now_ms();
+        match inner.store.due_callbacks(now, BATCH) {
+            Ok(due) => {
+                for (key, job) in due {
+                    let fresh = inner
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.clone());
+                    if !fresh {
+                        continue;
+                    }
+                    let inner = inner.clone();
+                    let permits = permits.clone();
+                    tokio::spawn(async move {
+                        let _permit = permits.acquire_owned().await;
+                        if let Err(e) = attempt(&inner, &key, job).await {
+                            tracing::error!(error = %e, "callback bookkeeping failed");
+                        }
+                        inner
+                            .in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
+                        inner.notify.notify_one();
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading the callback outbox failed"),
+        }
+        let wait = match inner.store.next_callback_due() {
+            Ok(Some(due)) if due > now => Duration::from_millis((due - now) as u64),
+            _ => Duration::from_secs(1),
+        }
+        .min(Duration::from_secs(1));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = inner.notify.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One POST of `job`; records the outcome durably.
+async fn attempt(inner: &Inner, key: &[u8], mut job: CallbackJob) -> Result<(), StoreError> {
+    let headers: Vec<(String, String)> = inner
+        .sealer
+        .open(&job.headers.0)
+        .ok()
+        .and_then(|h| serde_json::from_str(h.expose()).ok())
+        .unwrap_or_default();
+    let mut req = inner
+        .client
+        .post(&job.url)
+        .header("content-type", "application/json");
+    for (name, value) in &headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    let (ok, retry_after, error) = match req.body(job.body.clone()).send().await {
+        Ok(r) if r.status().is_success() => (true, None, None),
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let ra = matches!(status, 429 | 503)
+                .then(|| r.headers().get("retry-after"))
+                .flatten()
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            (false, ra, Some(format!("HTTP {status}")))
+        }
+        Err(e) => (false, None, Some(crate::webhook::error_chain(&e))),
+    };
+    job.attempts += 1;
+    if ok {
+        inner.delivered.fetch_add(1, Ordering::Relaxed);
+        return inner.store.settle_callback(key, &job, None, false).await;
+    }
+    job.last_error = error;
+    let schedule = &inner.config.webhook_retry_schedule;
+    if job.attempts as usize >= schedule.len() {
+        inner.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(mid = %job.mid, attempts = job.attempts, error = ?job.last_error,
+            "delivery callback failed for good (dead letter)");
+        return inner.store.settle_callback(key, &job, None, true).await;
+    }
+    let delay = retry_after.unwrap_or_else(|| {
+        let base = schedule[job.attempts as usize];
+        Duration::from_secs_f64(base * rand::thread_rng().gen_range(0.9..=1.1))
+    });
+    let next = now_ms() + delay.as_millis() as i64;
+    inner
+        .store
+        .settle_callback(key, &job, Some(next), false)
+        .await
+}

@@ -1,0 +1,72 @@
+//! `GetConversation` (reference, "Commands - Conversations"): a user's
+//! messages, inbound and outbound, oldest first.
+//!
+//! # Format
+//! `{"cmd":"GetConversation","uid":"3941-wa3-16505551234"}` →
+//! `{"ok":1,"cmd":"GetConversation","data":[{"uid":"…","email":"…","name":"…","phone":"+16505551234","url":"","aid":0,"agent":"","agentemail":"","mid":"…","msg":"Does it come in another color?","typ":"text","sender":"client","dt":"2025-06-08T20:59:43.000Z","bot":"WA3"}]}`
+//!
+//! Rows carry the user's current `email`, `name`, `phone`, `url`; `aid`,
+//! `agent`, `agentemail` name the agent of an agent's send (0 and empty
+//! otherwise). A template send's `msg` is its body with the parameters
+//! filled in. Media rows keep the caption in `msg` and add `mediaId`
+//! (extension). At most the last 1000 messages.
+//!
+//! # Errors
+//! 1025 missing uid, 1005 unknown user.
+
+use super::{load_user, Fields};
+use crate::error::ApiError;
+use crate::model::{Org, Sender};
+use crate::reply::Reply;
+use crate::Ctx;
+use serde_json::json;
+
+/// Most rows returned (the reference limits GetConversationsFlat to 1000).
+pub const MAX_ROWS: usize = 1000;
+
+/// Read a user's conversation.
+#[derive(Debug)]
+pub struct GetConversation {
+    uid: String,
+}
+
+impl GetConversation {
+    pub(crate) fn parse(f: &Fields) -> Result<GetConversation, ApiError> {
+        Ok(GetConversation {
+            uid: f.uid()?.to_string(),
+        })
+    }
+
+    /// Replies with the rows.
+    pub fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
+        let user = load_user(ctx, org, &self.uid)?.user;
+        let mut rows = Vec::new();
+        for m in ctx.store.conversation(&org.id, &self.uid, MAX_ROWS)? {
+            let agent = match &m.agent_email {
+                Some(e) => ctx.store.agent(&org.id, e)?,
+                None => None,
+            };
+            let mut row = json!({
+                "uid": user.uid,
+                "email": user.email,
+                "name": user.name,
+                "phone": user.phone,
+                "url": user.url,
+                "aid": agent.as_ref().map_or(0, |a| a.aid),
+                "agent": agent.as_ref().map_or("", |a| a.name.as_str()),
+                "agentemail": agent.as_ref().map_or("", |a| a.email.as_str()),
+                "mid": m.mid,
+                "msg": m.msg,
+                "typ": m.typ,
+                "sender": match m.sender { Sender::Client => "client", Sender::Agent => "agent", Sender::System => "system" },
+                "dt": m.dt,
+                "bot": user.bot,
+            });
+            if let Some(id) = &m.media_id {
+                row["mediaId"] = id.clone().into();
+            }
+            rows.push(row);
+        }
+        Ok(Reply::ok("GetConversation").with_data(rows))
+    }
+}

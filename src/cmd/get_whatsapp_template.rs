@@ -1,0 +1,68 @@
+//! `GetWhatsAppTemplate` (reference): a cached template, to inspect its
+//! structure. The cache is synced from the Graph API's
+//! `/{waba_id}/message_templates` (all pages) every `template_refresh`
+//! seconds and on a miss.
+//!
+//! # Format
+//! `{"cmd":"GetWhatsAppTemplate","botID":3941,"templateName":"followup_inquiry_request","language":"en"}`
+//! → `{"ok":1,"cmd":"GetWhatsAppTemplate","template":{"name":"…","language":"en","status":"APPROVED","category":"…","components":[…],"id":"…"}}`
+//!
+//! # Errors
+//! 1008 missing botID, 3003 missing templateName, 3004 missing language,
+//! 1015 unknown bot, 1016 not a configured whatsapp bot, 3000 no templates,
+//! 3001 no such template, 3002/2003 the sync failed.
+
+use super::Fields;
+use crate::error::{ApiError, ErrorCode};
+use crate::messages;
+use crate::model::Org;
+use crate::reply::Reply;
+use crate::Ctx;
+
+/// Read a cached template.
+#[derive(Debug)]
+pub struct GetWhatsAppTemplate {
+    bot_id: u64,
+    template_name: String,
+    language: String,
+}
+
+impl GetWhatsAppTemplate {
+    pub(crate) fn parse(f: &Fields) -> Result<GetWhatsAppTemplate, ApiError> {
+        Ok(GetWhatsAppTemplate {
+            bot_id: f.bot_id()?,
+            template_name: f
+                .req_str(
+                    "templateName",
+                    ErrorCode::MissingTemplateName,
+                    ErrorCode::MissingTemplateName,
+                )?
+                .trim()
+                .to_string(),
+            language: f
+                .req_str(
+                    "language",
+                    ErrorCode::MissingTemplateLanguage,
+                    ErrorCode::MissingTemplateLanguage,
+                )?
+                .trim()
+                .to_string(),
+        })
+    }
+
+    /// Replies with the template from the cache (synced when needed).
+    pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
+        let bot = ctx.bot(org, self.bot_id)?;
+        let creds = messages::creds(ctx, &bot)?;
+        let t = messages::find_template(
+            ctx,
+            &org.id,
+            &bot,
+            &creds,
+            &self.template_name,
+            &self.language,
+        )
+        .await?;
+        Ok(Reply::ok("GetWhatsAppTemplate").with_field("template", t))
+    }
+}

@@ -1,0 +1,98 @@
+//! `SendTextMessage` (reference, "Commands - Sending Messages"): a text to
+//! a user by uid. For WhatsApp users it is a free-form message, which Meta
+//! accepts only inside the 24-hour customer-service window; outside it the
+//! Graph API's re-engagement error surfaces as 3002 with
+//! `whatsappErrorCode` 131047.
+//!
+//! # Format
+//! `{"cmd":"SendTextMessage","uid":"3941-wa3-447922029419","message":"Thank you!"}` →
+//! `{"ok":1,"cmd":"SendTextMessage","mid":"…"}` (`mid` is an extension, for
+//! `GetMessageDetails`). Extension: `idempotencyKey` / `Idempotency-Key`.
+//!
+//! # Errors
+//! 1025 missing uid, 1010 missing message, 1013 over 2000 characters, 1017
+//! idempotency key (409 in use or reused), 1005 unknown user, 1015 its bot
+//! is gone, 1016 its bot is not a configured WhatsApp bot (other channels
+//! have no adapter yet), 1006 the user has no valid phone number, 2007,
+//! 2008 rate limits, 3002 Graph API error, 2003 no answer.
+
+use super::{idempotency, idempotency_begin, load_user, Fields, Idem};
+use crate::domain::E164;
+use crate::error::{ApiError, ErrorCode};
+use crate::messages::{self, Idempotency, Outbound};
+use crate::model::Org;
+use crate::reply::Reply;
+use crate::Ctx;
+use serde_json::json;
+
+/// Longest `message`, in characters (reference: 2000, error 1013).
+pub const MAX_MESSAGE_CHARS: usize = 2000;
+
+/// Send a text to a user.
+#[derive(Debug)]
+pub struct SendTextMessage {
+    uid: String,
+    message: String,
+    idem: Option<Idempotency>,
+}
+
+impl SendTextMessage {
+    pub(crate) fn parse(f: &Fields) -> Result<SendTextMessage, ApiError> {
+        let uid = f.uid()?.to_string();
+        let message = f.req_str(
+            "message",
+            ErrorCode::MissingMessage,
+            ErrorCode::MissingMessage,
+        )?;
+        if message.chars().count() > MAX_MESSAGE_CHARS {
+            return Err(ApiError::new(
+                ErrorCode::MessageTooLong,
+                "message max characters reached (2000)",
+            ));
+        }
+        Ok(SendTextMessage {
+            uid,
+            message: message.to_string(),
+            idem: idempotency(f)?,
+        })
+    }
+
+    /// Sends the text through the user's bot.
+    pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
+        const CMD: &str = "SendTextMessage";
+        let _guard = match idempotency_begin(ctx, org, self.idem.as_ref(), CMD)? {
+            Idem::Replay(r) => return Ok(r),
+            Idem::Proceed(g) => g,
+        };
+        let user = load_user(ctx, org, &self.uid)?.user;
+        let bot = ctx.bot(org, user.bot_id)?;
+        let creds = messages::creds(ctx, &bot)?;
+        let phone = E164::parse(&user.phone).map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidPhone,
+                "the user has no valid phone number",
+            )
+        })?;
+        ctx.check_phone_rate(org, phone.as_str())?;
+        let out = Outbound {
+            uid: user.uid.clone(),
+            phone: phone.as_str().to_string(),
+            typ: "text".into(),
+            msg: self.message.clone(),
+            template: None,
+            body: json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": phone.digits(),
+                "type": "text",
+                "text": {"preview_url": false, "body": self.message},
+            }),
+            callback: None,
+            agent_email: None,
+            idem: self.idem,
+            cmd: CMD,
+        };
+        let ok_reply = |mid: &str| Reply::ok(CMD).with_field("mid", mid);
+        messages::send(ctx, org, &bot, &creds, out, ok_reply).await
+    }
+}

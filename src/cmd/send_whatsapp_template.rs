@@ -1,0 +1,217 @@
+//! `SendWhatsAppTemplate` (reference, "Commands - Sending Messages"): sends
+//! an approved template to a phone number through a WhatsApp bot.
+//!
+//! # Format
+//! `{"cmd":"SendWhatsAppTemplate","botID":3941,"phone":"+447922029419","templateName":"order_confirmation","language":"en","parameters":[{"type":"text","text":"David"}],"webhookURL":"https://…","webhookPayload":{…},"webhookHeaders":[{"name":"X-Key","value":"…"}]}`
+//! → `{"ok":1,"cmd":"SendWhatsAppTemplate","phoneNumber":"+447922029419","countryIso2":"GB","uid":"3941-wa3-447922029419","mid":"…"}`.
+//!
+//! `parameters` become the template's `body` component, `header` its
+//! `header` component (an object with `parameters`, or one parameter
+//! object). The message is stored (ack 0) before the Graph API call; a new
+//! recipient becomes a user (`onUserCreate`). With `webhookURL`, every ack
+//! change is POSTed there ([`crate::callback`]). Extension: `idempotencyKey`
+//! (or the POST `Idempotency-Key` header) replays the first reply for 24 h.
+//!
+//! # Errors
+//! 1008 missing botID, 1009/1007/1006 phone, 3003 missing templateName, 3004
+//! missing language, 1017 malformed parameters/header/webhook fields or
+//! idempotency key (409 when the key is in use or names another request),
+//! 1015 unknown bot, 1016 not a configured whatsapp bot, 2002 unknown
+//! agentEmail, 3000 no templates, 3001 no such template (or not APPROVED),
+//! 2007 one message per second per phone number, 2008 send rate per token,
+//! 3002 Graph API error (`whatsappErrorCode`, `whatsappErrorDesc`), 2003 the
+//! Graph API did not answer.
+
+use super::{agent_of, idempotency, idempotency_begin, webhook_headers, Fields, Idem};
+use crate::domain::{make_uid, BotKind, E164};
+use crate::error::{ApiError, ErrorCode};
+use crate::messages::{self, Idempotency, Outbound};
+use crate::model::{CallbackSpec, Org};
+use crate::reply::Reply;
+use crate::Ctx;
+use serde_json::{json, Value};
+
+/// Send a WhatsApp template.
+#[derive(Debug)]
+pub struct SendWhatsAppTemplate {
+    bot_id: u64,
+    phone: E164,
+    template_name: String,
+    language: String,
+    parameters: Vec<Value>,
+    header: Option<Value>,
+    agent_email: Option<String>,
+    webhook_url: Option<String>,
+    webhook_payload: Option<Value>,
+    webhook_headers: Vec<(String, String)>,
+    idem: Option<Idempotency>,
+}
+
+fn invalid(m: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidJson, m)
+}
+
+fn check_param(p: &Value) -> Result<(), ApiError> {
+    match p.get("type").and_then(Value::as_str) {
+        Some(_) if p.is_object() => Ok(()),
+        _ => Err(invalid(
+            "each template parameter is an object with a type, e.g. {\"type\":\"text\",\"text\":\"David\"}",
+        )),
+    }
+}
+
+impl SendWhatsAppTemplate {
+    pub(crate) fn parse(f: &Fields) -> Result<SendWhatsAppTemplate, ApiError> {
+        let bot_id = f.bot_id()?;
+        let phone = E164::parse(
+            f.opt_str("phone", ErrorCode::InvalidPhone)?
+                .unwrap_or_default(),
+        )?;
+        let template_name = f
+            .req_str(
+                "templateName",
+                ErrorCode::MissingTemplateName,
+                ErrorCode::MissingTemplateName,
+            )?
+            .trim()
+            .to_string();
+        let language = f
+            .req_str(
+                "language",
+                ErrorCode::MissingTemplateLanguage,
+                ErrorCode::MissingTemplateLanguage,
+            )?
+            .trim()
+            .to_string();
+        let parameters = match f.0.get("parameters") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a.clone(),
+            Some(_) => return Err(invalid("parameters must be an array")),
+        };
+        parameters.iter().try_for_each(check_param)?;
+        let header = match f.0.get("header") {
+            None | Some(Value::Null) => None,
+            Some(h @ Value::Object(o)) => {
+                match o.get("parameters") {
+                    Some(Value::Array(ps)) => ps.iter().try_for_each(check_param)?,
+                    Some(_) => return Err(invalid("header.parameters must be an array")),
+                    None => check_param(h)?,
+                }
+                Some(h.clone())
+            }
+            Some(_) => return Err(invalid("header must be an object")),
+        };
+        let webhook_payload = match f.0.get("webhookPayload") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(_) => return Err(invalid("webhookPayload must be an object")),
+        };
+        Ok(SendWhatsAppTemplate {
+            bot_id,
+            phone,
+            template_name,
+            language,
+            parameters,
+            header,
+            agent_email: f
+                .opt_str("agentEmail", ErrorCode::UnknownAgent)?
+                .map(str::to_string),
+            webhook_url: f
+                .opt_str("webhookURL", ErrorCode::InvalidJson)?
+                .map(str::to_string),
+            webhook_payload,
+            webhook_headers: webhook_headers(f)?,
+            idem: idempotency(f)?,
+        })
+    }
+
+    /// Validates against the bot and its templates, then sends.
+    pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
+        const CMD: &str = "SendWhatsAppTemplate";
+        let _guard = match idempotency_begin(ctx, org, self.idem.as_ref(), CMD)? {
+            Idem::Replay(r) => return Ok(r),
+            Idem::Proceed(g) => g,
+        };
+        let bot = ctx.bot(org, self.bot_id)?;
+        let creds = messages::creds(ctx, &bot)?;
+        let agent = agent_of(ctx, org, self.agent_email.as_deref())?;
+        if let Some(url) = &self.webhook_url {
+            crate::webhook::check_url(url, ctx.config.allow_private_webhooks)
+                .map_err(|e| invalid(&format!("webhookURL: {e}")))?;
+        }
+        let template = messages::find_template(
+            ctx,
+            &org.id,
+            &bot,
+            &creds,
+            &self.template_name,
+            &self.language,
+        )
+        .await?;
+        let status = template.get("status").and_then(Value::as_str).unwrap_or("");
+        if !status.eq_ignore_ascii_case("APPROVED") {
+            return Err(ApiError::new(
+                ErrorCode::UnknownTemplate,
+                format!(
+                    "template {:?} is {status}, not APPROVED",
+                    self.template_name
+                ),
+            ));
+        }
+        let language = template
+            .get("language")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.language)
+            .to_string();
+        ctx.check_phone_rate(org, self.phone.as_str())?;
+        let mut components = Vec::new();
+        if let Some(h) = &self.header {
+            let params = match h.get("parameters") {
+                Some(ps) => ps.clone(),
+                None => json!([h]),
+            };
+            components.push(json!({"type": "header", "parameters": params}));
+        }
+        if !self.parameters.is_empty() {
+            components.push(json!({"type": "body", "parameters": self.parameters}));
+        }
+        let mut tpl = json!({"name": self.template_name, "language": {"code": language}});
+        if !components.is_empty() {
+            tpl["components"] = Value::Array(components);
+        }
+        let body = json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": self.phone.digits(),
+            "type": "template",
+            "template": tpl,
+        });
+        let uid = make_uid(bot.id, BotKind::Whatsapp, self.phone.digits());
+        let out = Outbound {
+            uid: uid.clone(),
+            phone: self.phone.as_str().to_string(),
+            typ: "text".into(),
+            msg: messages::render_template(&template, &self.parameters),
+            template: Some((self.template_name.clone(), language)),
+            body,
+            callback: self.webhook_url.map(|url| CallbackSpec {
+                url,
+                headers: messages::seal_headers(ctx, &self.webhook_headers),
+                payload: self.webhook_payload,
+            }),
+            agent_email: agent.map(|a| a.email),
+            idem: self.idem,
+            cmd: CMD,
+        };
+        let phone = self.phone.as_str().to_string();
+        let country = self.phone.country_iso2().unwrap_or("").to_string();
+        let ok_reply = |mid: &str| {
+            Reply::ok(CMD)
+                .with_field("phoneNumber", phone.clone())
+                .with_field("countryIso2", country.clone())
+                .with_uid(uid.clone())
+                .with_field("mid", mid)
+        };
+        messages::send(ctx, org, &bot, &creds, out, ok_reply).await
+    }
+}
