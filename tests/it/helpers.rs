@@ -149,13 +149,37 @@ impl TestGateway {
         let status = res.status().as_u16();
         let reply: Value = res.json().await.expect("reply is JSON");
         validate_message(&reply);
-        if status != 413 {
+        let idempotency_conflict = status == 409 && reply["errorCode"] == 1017;
+        if status != 413 && !idempotency_conflict {
             let expected = reply["errorCode"]
                 .as_u64()
                 .map_or(200, |c| convgate::error::status_of(c as u16));
             assert_eq!(status, expected, "{reply}");
         }
         (status, reply)
+    }
+
+    /// POSTs `cmd` with `fields` and the organization's token; returns the
+    /// status, the response headers and the validated reply.
+    pub async fn cmd_full(
+        &self,
+        cmd: &str,
+        fields: Value,
+        extra: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut body = fields;
+        body["token"] = json!(self.token);
+        body["cmd"] = json!(cmd);
+        let mut req = self.http.post(self.api_url()).json(&body);
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("POST");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let reply: Value = res.json().await.expect("reply is JSON");
+        validate_message(&reply);
+        (status, headers, reply)
     }
 
     /// POSTs `cmd` with `fields` and the organization's token.

@@ -11,3 +11,4 @@ mod limits;
 mod protocol;
 mod session;
 mod webhooks;
+mod whatsapp;
