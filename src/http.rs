@@ -147,6 +147,32 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         "Webhook HTTP attempts since start.",
         c.attempts.load(Relaxed).to_string(),
     );
+    let (cb_delivered, cb_failed) = app.ctx.callbacks.counters();
+    let (cb_queued, cb_dead) = app.ctx.store.callback_counts();
+    metric(
+        "convgate_callback_queued",
+        "gauge",
+        "Delivery callbacks (webhookURL) waiting in the outbox.",
+        cb_queued.to_string(),
+    );
+    metric(
+        "convgate_callback_dead_letters",
+        "gauge",
+        "Delivery callbacks kept after exhausting their retries.",
+        cb_dead.to_string(),
+    );
+    metric(
+        "convgate_callback_delivered_total",
+        "counter",
+        "Delivery callbacks acknowledged with a 2xx since start.",
+        cb_delivered.to_string(),
+    );
+    metric(
+        "convgate_callback_failed_total",
+        "counter",
+        "Delivery callbacks that exhausted their retries since start.",
+        cb_failed.to_string(),
+    );
     let (flushes, writes) = app.ctx.store.commit_stats();
     metric(
         "convgate_store_flushes_total",

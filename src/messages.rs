@@ -17,7 +17,7 @@
 //!   no second effect.
 
 use crate::channel::whatsapp::{self, ack_of_status, Creds, GraphError, Notification};
-use crate::cmd::on_user_create;
+use crate::cmd::{changed_fields, on_user_create, on_user_update};
 use crate::domain::{iso_millis, make_uid, BotKind, E164};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{
@@ -411,13 +411,30 @@ pub async fn apply_notification(
                         .and_then(|c| c.profile.as_ref())
                         .map(|p| p.name.trim().to_string())
                         .unwrap_or_default();
-                    if !users.contains(&uid) && tx.store().user(org, &uid)?.is_none() {
-                        let phone = E164::parse(&m.from)
-                            .map(|p| p.as_str().to_string())
-                            .unwrap_or_else(|_| format!("+{}", m.from));
-                        let rec = new_user(bot, &uid, &phone, &name);
-                        tx.put_user(&rec);
-                        tx.emit(on_user_create(&rec.user))?;
+                    if !users.contains(&uid) {
+                        match tx.store().user(org, &uid)? {
+                            None => {
+                                let phone = E164::parse(&m.from)
+                                    .map(|p| p.as_str().to_string())
+                                    .unwrap_or_else(|_| format!("+{}", m.from));
+                                let rec = new_user(bot, &uid, &phone, &name);
+                                tx.put_user(&rec);
+                                tx.emit(on_user_create(&rec.user))?;
+                            }
+                            // A user first reached by a send has no name yet:
+                            // the profile name fills it (onUserUpdate).
+                            Some(mut rec) if rec.user.name.is_empty() && !name.is_empty() => {
+                                let before = rec.user.clone();
+                                let named = new_user(bot, &uid, &rec.user.phone, &name).user;
+                                rec.user.name = named.name;
+                                rec.user.first_name = named.first_name;
+                                rec.user.last_name = named.last_name;
+                                let update = changed_fields(&before, &rec.user);
+                                tx.put_user(&rec);
+                                tx.emit(on_user_update(&rec.user, update))?;
+                            }
+                            Some(_) => {}
+                        }
                     }
                     users.insert(uid.clone());
                     let at_ms = m

@@ -31,8 +31,13 @@ const PHONE: &str = "+447922029419";
 
 /// Meta's documented text message webhook.
 fn text_webhook(wamid: &str, body: &str, context: Option<&str>) -> Value {
+    text_webhook_from(CUSTOMER, wamid, body, context)
+}
+
+/// The same, from the WhatsApp user `from`.
+fn text_webhook_from(from: &str, wamid: &str, body: &str, context: Option<&str>) -> Value {
     let mut msg = json!({
-        "from": CUSTOMER,
+        "from": from,
         "id": wamid,
         "timestamp": "1749416383",
         "type": "text",
@@ -49,7 +54,7 @@ fn text_webhook(wamid: &str, body: &str, context: Option<&str>) -> Value {
                 "value": {
                     "messaging_product": "whatsapp",
                     "metadata": {"display_phone_number": "15550783881", "phone_number_id": PNID},
-                    "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": CUSTOMER}],
+                    "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": from}],
                     "messages": [msg]
                 },
                 "field": "messages"
@@ -956,4 +961,54 @@ async fn end_to_end_customer_to_crm_and_back() {
         .cmd("GetConversation", json!({"uid": ev["data"]["uid"]}))
         .await;
     assert_eq!(conv["data"][1]["msg"], "Order ORD-12345 is on its way.");
+}
+
+/// An ack's callback survives a restart: queued durably with the ack, it is
+/// delivered once the receiver is back, after the gateway restarted.
+#[tokio::test]
+async fn callbacks_survive_a_restart() {
+    let fake = FakeGraph::start().await;
+    let mut gw = wa_gateway(&fake, |c| {
+        c.webhook_retry_schedule = vec![0.0, 0.2, 0.2, 0.2, 0.2, 0.2]
+    })
+    .await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&receiver)
+        .await;
+    let (s, r) = send_template(&gw, PHONE, json!({"webhookURL": receiver.uri()})).await;
+    assert_eq!(s, 200, "{r}");
+    let wamid = "wamid.HBgLMTY0NjcwNDM1OTUVAgARGBI1RjQyNUE3NEYxMzAzMzQ5MkEA0";
+    assert_eq!(
+        inbound(&gw, &status_webhook(wamid, "delivered", "447922029419")).await,
+        200
+    );
+    callbacks(&receiver, 1).await;
+    gw.stop().await;
+    receiver.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    gw.restart().await;
+    let got = callbacks(&receiver, 1).await;
+    let b: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(
+        (b["ack"].clone(), b["mid"].clone()),
+        (json!(2), r["mid"].clone())
+    );
+    let metrics = gw
+        .http
+        .get(format!("http://{}/metrics", gw.gw().addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("convgate_callback_delivered_total 1"),
+        "{metrics}"
+    );
 }
