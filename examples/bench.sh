@@ -84,14 +84,15 @@ for _ in $(seq 1 "$REPEAT"); do
   fi
 done
 
-python3 - "$RUNS" "$(nproc)" <<'PY'
+python3 - "$RUNS" "$(nproc)" "$REPEAT" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def med(scn, tgt, key, conns=None, rate=False, extra=False):
     vals = [(r[key]) for r in runs if r["scenario"] == scn and r["target"] == tgt
             and (conns is None or r["connections"] == conns) and ((r.get("rate", 0) or 0) > 0) == rate]
     return statistics.median(vals) if vals else float("nan")
-print(f"\nmedians of {len(runs)} runs on {sys.argv[2]} cores (server on core 0, load on core 1)")
+print(f"\nmedians of {sys.argv[3]} runs per scenario ({len(runs)} measurements) on {sys.argv[2]} cores"
+      " (server on core 0, load on core 1); nan: scenario not run")
 rows = []
 g, b = med("m1","gateway","ops_per_s"), med("m1","bare","ops_per_s")
 rows.append(("M1", "POST GetUser, 64 conns", f"{g:.0f} req/s vs bare {b:.0f}", f"{g/b:.2f}x", ">= 0.85x"))
