@@ -16,8 +16,7 @@ use crate::config::Config;
 use crate::model::CallbackJob;
 use crate::secrets::Sealer;
 use crate::store::{Store, StoreError};
-use crate::webhook::{guarded_client, now_ms, parse_retry_after};
-use rand::Rng;
+use crate::webhook::{guarded_client, now_ms, parse_retry_after, retry_delay};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -172,10 +171,7 @@ async fn attempt(inner: &Inner, key: &[u8], mut job: CallbackJob) -> Result<(), 
             "delivery callback failed for good (dead letter)");
         return inner.store.settle_callback(key, &job, None, true).await;
     }
-    let delay = retry_after.unwrap_or_else(|| {
-        let base = schedule[job.attempts as usize];
-        Duration::from_secs_f64(base * rand::thread_rng().gen_range(0.9..=1.1))
-    });
+    let delay = retry_delay(schedule, job.attempts, retry_after);
     let next = now_ms() + delay.as_millis() as i64;
     inner
         .store

@@ -140,11 +140,16 @@ impl UserName {
 
     /// `(first_name, last_name)`: the first word, then the rest (possibly empty).
     pub fn split(&self) -> (String, String) {
-        match self.0.split_once(' ') {
-            Some((first, last)) => (first.to_string(), last.to_string()),
-            None => (self.0.clone(), String::new()),
-        }
+        split_name(&self.0)
     }
+}
+
+/// `(first_name, last_name)` of a full name: the first word, then the rest
+/// (possibly empty), whitespace runs collapsed.
+pub fn split_name(name: &str) -> (String, String) {
+    let mut words = name.split_whitespace();
+    let first = words.next().unwrap_or_default().to_string();
+    (first, words.collect::<Vec<_>>().join(" "))
 }
 
 /// User notes: at most 1024 characters (reference, "SetUserNotes"). Error: 1023.

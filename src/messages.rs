@@ -18,7 +18,7 @@
 
 use crate::channel::whatsapp::{self, ack_of_status, Creds, GraphError, Notification};
 use crate::cmd::{changed_fields, on_user_create, on_user_update};
-use crate::domain::{iso_millis, make_uid, BotKind, E164};
+use crate::domain::{make_uid, split_name, BotKind, E164};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{
     Bot, CallbackJob, CallbackSpec, IdempotentReply, Message, Org, Sealed, Sender, TemplateCache,
@@ -26,7 +26,7 @@ use crate::model::{
 };
 use crate::reply::Reply;
 use crate::store::{StoreError, WriteTx};
-use crate::webhook::now_ms;
+use crate::webhook::{iso_of_ms, now_ms};
 use crate::Ctx;
 use rand::RngCore;
 use serde_json::{json, Value};
@@ -61,10 +61,6 @@ fn ms_of_iso(s: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
         .unwrap_or(0)
-}
-
-fn iso_of_ms(ms: i64) -> String {
-    iso_millis(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
 }
 
 /// Moves `msg` to `ack` if that advances it, staging the message and, when
@@ -119,10 +115,7 @@ fn set_ack(
 
 /// A new user of `bot` reached at `phone`.
 fn new_user(bot: &Bot, uid: &str, phone: &str, name: &str) -> UserRecord {
-    let (first, last) = match name.split_once(' ') {
-        Some((f, l)) => (f.to_string(), l.trim().to_string()),
-        None => (name.to_string(), String::new()),
-    };
+    let (first, last) = split_name(name);
     UserRecord {
         user: User {
             uid: uid.to_string(),

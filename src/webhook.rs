@@ -47,7 +47,21 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn iso_of_ms(ms: i64) -> String {
+/// The wait before attempt `attempts + 1` on `schedule` (seconds, ±10%
+/// jitter), or the receiver's `Retry-After` when it gave one.
+pub(crate) fn retry_delay(
+    schedule: &[f64],
+    attempts: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    retry_after.unwrap_or_else(|| {
+        let base = schedule[(attempts as usize).min(schedule.len() - 1)];
+        Duration::from_secs_f64(base * rand::thread_rng().gen_range(0.9..=1.1))
+    })
+}
+
+/// Unix milliseconds as the protocol's timestamp (ISO 8601 UTC, milliseconds).
+pub(crate) fn iso_of_ms(ms: i64) -> String {
     iso_millis(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
 }
 
@@ -714,10 +728,11 @@ impl Deliveries {
             );
             None
         } else {
-            let delay = outcome.retry_after.unwrap_or_else(|| {
-                let base = inner.config.webhook_retry_schedule[d.attempts as usize];
-                Duration::from_secs_f64(base * rand::thread_rng().gen_range(0.9..=1.1))
-            });
+            let delay = retry_delay(
+                &inner.config.webhook_retry_schedule,
+                d.attempts,
+                outcome.retry_after,
+            );
             Some(now + delay.as_millis() as i64)
         };
         if let Some(t) = next {
