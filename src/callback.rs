@@ -161,7 +161,7 @@ async fn attempt(inner: &Inner, key: &[u8], mut job: CallbackJob) -> Result<(), 
     job.attempts += 1;
     if ok {
         inner.delivered.fetch_add(1, Ordering::Relaxed);
-        return inner.store.settle_callback(key, &job, None, false).await;
+        return inner.store.settle_callback(key, &job, None, false);
     }
     job.last_error = error;
     let schedule = &inner.config.webhook_retry_schedule;
@@ -169,12 +169,9 @@ async fn attempt(inner: &Inner, key: &[u8], mut job: CallbackJob) -> Result<(), 
         inner.failed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(mid = %job.mid, attempts = job.attempts, error = ?job.last_error,
             "delivery callback failed for good (dead letter)");
-        return inner.store.settle_callback(key, &job, None, true).await;
+        return inner.store.settle_callback(key, &job, None, true);
     }
     let delay = retry_delay(schedule, job.attempts, retry_after);
     let next = now_ms() + delay.as_millis() as i64;
-    inner
-        .store
-        .settle_callback(key, &job, Some(next), false)
-        .await
+    inner.store.settle_callback(key, &job, Some(next), false)
 }

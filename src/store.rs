@@ -663,8 +663,10 @@ impl Store {
     }
 
     /// Settles the callback at `queue_key`: delivered (`next` = None, `dead`
-    /// = false), retried at `next` ms, or kept as a dead letter.
-    pub async fn settle_callback(
+    /// = false), retried at `next` ms, or kept as a dead letter. Bookkeeping
+    /// like the delivery checkpoints: applied atomically without waiting for
+    /// a flush, since losing it in a crash only repeats the callback.
+    pub fn settle_callback(
         &self,
         queue_key: &[u8],
         job: &CallbackJob,
@@ -672,17 +674,15 @@ impl Store {
         dead: bool,
     ) -> Result<(), StoreError> {
         let id = String::from_utf8_lossy(&queue_key[25..]).into_owned();
-        self.write("", |tx| {
-            tx.batch.remove(queue_key);
-            if let Some(due) = next {
-                tx.batch.insert(cbq_key(due, &id), encode(job));
-            } else if dead {
-                tx.batch
-                    .insert(format!("cbf/{id}").into_bytes(), encode(job));
-            }
-            Ok::<_, StoreError>(())
-        })
-        .await
+        let mut batch = sled::Batch::default();
+        batch.remove(queue_key);
+        if let Some(due) = next {
+            batch.insert(cbq_key(due, &id), encode(job));
+        } else if dead {
+            batch.insert(format!("cbf/{id}").into_bytes(), encode(job));
+        }
+        self.inner.db.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Flushes everything to disk (used at shutdown).

@@ -239,6 +239,18 @@ impl TestGateway {
         r["uid"].as_str().unwrap().to_string()
     }
 
+    /// The `GET /metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.gw().addr))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Shuts the gateway down gracefully and waits for it.
     pub async fn stop(&mut self) {
         let gw = self.gw.take().expect("running");
@@ -350,4 +362,14 @@ impl Ws {
             panic!("expected silence, got {m:?}");
         }
     }
+}
+
+/// A receiver on loopback (wiremock) answering every POST with `status`.
+pub async fn receiver(status: u16) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(status))
+        .mount(&server)
+        .await;
+    server
 }

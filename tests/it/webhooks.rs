@@ -25,15 +25,6 @@ async fn received(server: &MockServer, n: usize) -> Vec<Request> {
     }
 }
 
-async fn receiver(status: u16) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(status))
-        .mount(&server)
-        .await;
-    server
-}
-
 fn header<'a>(r: &'a Request, name: &str) -> &'a str {
     r.headers
         .get(name)
@@ -116,15 +107,7 @@ async fn deliveries_are_signed_and_verify_with_a_standard_webhooks_library() {
         "GetWebhook never shows the secret"
     );
 
-    let metrics = gw
-        .http
-        .get(format!("http://{}/metrics", gw.gw().addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("convgate_webhook_delivered_total 1"),
         "{metrics}"

@@ -403,11 +403,7 @@ async fn an_inbound_message_creates_the_user_once_and_is_stored() {
 async fn a_template_send_reaches_the_graph_api_as_documented_and_follows_statuses() {
     let fake = FakeGraph::start().await;
     let gw = wa_gateway(&fake, |_| {}).await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver(200).await;
     let (s, r) = send_template(
         &gw,
         "+44 7922 029419",
@@ -806,11 +802,7 @@ async fn secrets_are_sealed_at_rest_and_never_returned() {
     );
     assert_eq!(bots["data"][0]["whatsapp"]["access_token_set"], true);
     assert_eq!(bots["data"][0]["whatsapp"]["phone_number_id"], PNID);
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver(500).await;
     let (s, _) = send_template(
         &gw,
         PHONE,
@@ -912,11 +904,7 @@ async fn agents_are_named_in_sends_and_conversations() {
 async fn end_to_end_customer_to_crm_and_back() {
     let fake = FakeGraph::start().await;
     let gw = wa_gateway(&fake, |_| {}).await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver(204).await;
     let mut ws = gw.socket().await;
     assert_eq!(
         inbound(
@@ -972,11 +960,7 @@ async fn callbacks_survive_a_restart() {
         c.webhook_retry_schedule = vec![0.0, 0.2, 0.2, 0.2, 0.2, 0.2]
     })
     .await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver(503).await;
     let (s, r) = send_template(&gw, PHONE, json!({"webhookURL": receiver.uri()})).await;
     assert_eq!(s, 200, "{r}");
     let wamid = "wamid.HBgLMTY0NjcwNDM1OTUVAgARGBI1RjQyNUE3NEYxMzAzMzQ5MkEA0";
@@ -998,15 +982,7 @@ async fn callbacks_survive_a_restart() {
         (b["ack"].clone(), b["mid"].clone()),
         (json!(2), r["mid"].clone())
     );
-    let metrics = gw
-        .http
-        .get(format!("http://{}/metrics", gw.gw().addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("convgate_callback_delivered_total 1"),
         "{metrics}"
