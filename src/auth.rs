@@ -39,7 +39,10 @@ pub fn new_token() -> String {
 
 /// Lowercase hex SHA-256 of `token`: what the store keeps.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(Sha256::digest(token.as_bytes()), &mut out)
+        .expect("64 hex digits for 32 bytes");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Resolves `token` to its caller. Errors: 1000 when absent or empty, 1001
@@ -50,8 +53,7 @@ pub fn authenticate(ctx: &Ctx, token: Option<&str>) -> Result<Caller, ApiError> 
         Some(t) => t,
     };
     let hash = hash_token(token);
-    if let Some(admin) = &ctx.config.admin_token {
-        let admin_hash = hash_token(admin.expose());
+    if let Some(admin_hash) = &ctx.admin_sha256 {
         if bool::from(admin_hash.as_bytes().ct_eq(hash.as_bytes())) {
             return Ok(Caller::Admin);
         }

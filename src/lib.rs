@@ -130,6 +130,8 @@ pub struct Ctx {
     /// The delivery-callback worker.
     pub callbacks: callback::Callbacks,
     limits: Arc<Limits>,
+    /// Hex SHA-256 of `config.admin_token`, computed once.
+    pub(crate) admin_sha256: Option<Arc<str>>,
     /// `(org, idempotency key)` of sends in progress.
     pub(crate) idempotency_in_flight: Arc<Mutex<HashSet<(String, String)>>>,
 }
@@ -158,12 +160,16 @@ impl Ctx {
         Ctx {
             store,
             bus,
-            config,
             deliveries,
             sealer,
             graph,
             callbacks,
             limits: Arc::new(limits),
+            admin_sha256: config
+                .admin_token
+                .as_ref()
+                .map(|t| auth::hash_token(t.expose()).into()),
+            config,
             idempotency_in_flight: Arc::default(),
         }
     }

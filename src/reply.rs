@@ -102,6 +102,12 @@ impl Reply {
         self
     }
 
+    /// Sets `data` to JSON already serialised (a stored record passed on).
+    pub fn with_raw_data(mut self, data: Box<RawValue>) -> Reply {
+        self.data = Some(data);
+        self
+    }
+
     /// Sets the top-level `uid`.
     pub fn with_uid(mut self, uid: impl Into<String>) -> Reply {
         self.uid = Some(uid.into());

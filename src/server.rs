@@ -33,8 +33,9 @@ use tower::ServiceExt;
 /// the tracker that shutdown waits on.
 #[derive(Clone)]
 pub struct AppState {
-    /// The command context.
-    pub ctx: Ctx,
+    /// The command context, shared: axum clones the state for every
+    /// request, so it is one reference count rather than a field-by-field copy.
+    pub ctx: Arc<Ctx>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Every connection and session; shutdown waits until it is empty.
@@ -139,7 +140,7 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
     ctx.callbacks.start(shutdown.clone(), &tracker);
     crate::messages::spawn_maintenance(ctx.clone(), shutdown.clone(), &tracker);
     let app = AppState {
-        ctx: ctx.clone(),
+        ctx: Arc::new(ctx.clone()),
         shutdown: shutdown.clone(),
         tracker,
     };

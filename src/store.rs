@@ -48,10 +48,11 @@ use crate::model::{
     TemplateCache, User, UserRecord, WaUserState, Webhook,
 };
 use bytes::Bytes;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 /// A failure of the storage layer. Handlers map it to 2004 Internal error.
@@ -89,6 +90,20 @@ struct Inner {
     flush_tx: mpsc::UnboundedSender<Pending>,
     flushes: AtomicU64,
     flushed_writes: AtomicU64,
+    /// Organizations by token hash, as read: every command authenticates,
+    /// so this spares two reads and a decode per command. Emptied by every
+    /// write that changes an organization or a token.
+    orgs_by_token: RwLock<OrgCache>,
+}
+
+/// Read-through cache of `tok/` + `org/`. A read fills it only if no write
+/// invalidated it since the read began (`generation`), so it never keeps a
+/// record older than the tree. Holds at most one entry per organization:
+/// only tokens that resolve are kept.
+#[derive(Default)]
+struct OrgCache {
+    generation: u64,
+    map: HashMap<String, Org>,
 }
 
 /// A committed batch waiting for its flush: its events and its waiter.
@@ -141,6 +156,7 @@ impl Store {
             flush_tx,
             flushes: AtomicU64::new(0),
             flushed_writes: AtomicU64::new(0),
+            orgs_by_token: RwLock::default(),
         });
         // The flusher holds no strong reference: when the last handle drops,
         // sled closes and releases the data dir's lock at once.
@@ -169,10 +185,34 @@ impl Store {
 
     /// The organization whose token hashes to `token_sha256` (hex), if any.
     pub fn org_by_token(&self, token_sha256: &str) -> Result<Option<Org>, StoreError> {
+        let generation = {
+            let cache = self.org_cache_read();
+            if let Some(org) = cache.map.get(token_sha256) {
+                return Ok(Some(org.clone()));
+            }
+            cache.generation
+        };
         let Some(id) = self.inner.db.get(key(&["tok", token_sha256]))? else {
             return Ok(None);
         };
-        self.get(&key(&["org", &String::from_utf8_lossy(&id)]))
+        let org: Option<Org> = self.get(&key(&["org", &String::from_utf8_lossy(&id)]))?;
+        if let Some(org) = &org {
+            let mut cache = self.org_cache_write();
+            if cache.generation == generation {
+                cache.map.insert(token_sha256.to_string(), org.clone());
+            }
+        }
+        Ok(org)
+    }
+
+    fn org_cache_read(&self) -> std::sync::RwLockReadGuard<'_, OrgCache> {
+        let lock = &self.inner.orgs_by_token;
+        lock.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn org_cache_write(&self) -> std::sync::RwLockWriteGuard<'_, OrgCache> {
+        let lock = &self.inner.orgs_by_token;
+        lock.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The organization `id`, if it exists.
@@ -193,6 +233,26 @@ impl Store {
     /// The user `uid` of `org`, with its tags.
     pub fn user(&self, org: &str, uid: &str) -> Result<Option<UserRecord>, StoreError> {
         self.get(&key(&["usr", org, uid]))
+    }
+
+    /// The user object of `uid` as stored (the JSON of [`User`], tags
+    /// left out), for replies that pass it on unchanged (`GetUser`): no
+    /// decode into a [`User`] and encode back.
+    pub fn user_json(
+        &self,
+        org: &str,
+        uid: &str,
+    ) -> Result<Option<Box<serde_json::value::RawValue>>, StoreError> {
+        #[derive(Deserialize)]
+        struct Stored<'a> {
+            #[serde(borrow)]
+            user: &'a serde_json::value::RawValue,
+        }
+        let Some(v) = self.inner.db.get(key(&["usr", org, uid]))? else {
+            return Ok(None);
+        };
+        let stored: Stored<'_> = serde_json::from_slice(&v)?;
+        Ok(Some(stored.user.to_owned()))
     }
 
     /// The custom data of user `uid` (`SetUserData`), if any was set.
@@ -282,18 +342,25 @@ impl Store {
                 batch: sled::Batch::default(),
                 events: Vec::new(),
                 last_seq: None,
+                orgs_changed: false,
             };
             let out = f(&mut tx)?;
             let WriteTx {
                 mut batch,
                 events,
                 last_seq,
+                orgs_changed,
                 ..
             } = tx;
             if let Some(seq) = last_seq {
                 batch.insert(key(&["seq", org]), &seq.to_be_bytes());
             }
             self.inner.db.apply_batch(batch).map_err(StoreError::from)?;
+            if orgs_changed {
+                let mut cache = self.org_cache_write();
+                cache.generation += 1;
+                cache.map.clear();
+            }
             let (done_tx, done_rx) = oneshot::channel();
             // Sent under the lock: the flusher sees batches in commit order.
             self.inner
@@ -319,7 +386,7 @@ impl Store {
     /// Creates organization `org` whose token hashes to `token_sha256` (hex).
     pub async fn create_org(&self, org: &Org) -> Result<(), StoreError> {
         self.write(&org.id, |tx| {
-            tx.batch.insert(key(&["org", &org.id]), encode(org));
+            tx.put_org(org);
             tx.batch
                 .insert(key(&["tok", &org.token_sha256]), org.id.as_bytes());
             Ok::<_, StoreError>(())
@@ -337,7 +404,7 @@ impl Store {
             };
             tx.batch.remove(key(&["tok", &org.token_sha256]));
             org.token_sha256 = new_sha256.to_string();
-            tx.batch.insert(key(&["org", org_id]), encode(&org));
+            tx.put_org(&org);
             tx.batch
                 .insert(key(&["tok", new_sha256]), org_id.as_bytes());
             Ok(true)
@@ -745,6 +812,8 @@ pub struct WriteTx<'a> {
     batch: sled::Batch,
     events: Vec<Event>,
     last_seq: Option<u64>,
+    /// An organization record or a token changed (the token cache is stale).
+    orgs_changed: bool,
 }
 
 impl WriteTx<'_> {
@@ -793,6 +862,7 @@ impl WriteTx<'_> {
     /// Stages `org` (its own record: `disabled`, name).
     pub fn put_org(&mut self, org: &Org) {
         self.batch.insert(key(&["org", &org.id]), encode(org));
+        self.orgs_changed = true;
     }
 
     /// Stages the removal of the organization's webhook.

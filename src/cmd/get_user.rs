@@ -6,7 +6,7 @@
 //! # Errors
 //! 1025 missing uid, 1005 unknown user.
 
-use super::{load_user, Fields};
+use super::{unknown_user, Fields};
 use crate::error::ApiError;
 use crate::model::Org;
 use crate::reply::Reply;
@@ -25,9 +25,12 @@ impl GetUser {
         })
     }
 
-    /// Replies with the user object in `data`.
+    /// Replies with the user object in `data`, passed on as stored.
     pub fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
-        let rec = load_user(ctx, org, &self.uid)?;
-        Ok(Reply::ok("GetUser").with_data(rec.user))
+        let user = ctx
+            .store
+            .user_json(&org.id, &self.uid)?
+            .ok_or_else(|| unknown_user(&self.uid))?;
+        Ok(Reply::ok("GetUser").with_raw_data(user))
     }
 }
