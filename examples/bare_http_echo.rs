@@ -41,6 +41,13 @@ pub async fn serve(listener: TcpListener) {
     }
 }
 
+/// The gateway's allocator, so that the baseline differs from convgate only
+/// by what convgate does (not compiled into the smoke test, which includes
+/// this file as a module).
+#[cfg(not(test))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[allow(dead_code)]
 #[tokio::main]
 async fn main() {

@@ -11,9 +11,8 @@ use crate::cmd::{self, Envelope};
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::Reply;
 use crate::server::AppState;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// Turns a reply into the HTTP response: JSON body, status by class,
@@ -58,8 +57,11 @@ fn too_large(limit: usize) -> Response {
 }
 
 /// `POST /api`: one envelope in, one reply out.
-pub async fn api(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn api(State(app): State<AppState>, req: Request) -> Response {
     let ctx = &app.ctx;
+    // The request taken whole: the `HeaderMap` extractor would copy the headers.
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
     let limit = ctx.config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)

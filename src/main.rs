@@ -19,6 +19,12 @@ enum Command {
     Serve(ServeArgs),
 }
 
+/// mimalloc rather than the system allocator: a command allocates a few
+/// dozen small short-lived buffers (JSON fields, keys, the reply), the
+/// pattern glibc's malloc is slowest at (see the README's Performance).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Command::Serve(args) = Cli::parse().command;

@@ -13,7 +13,6 @@ use crate::config::Config;
 use crate::store::{Store, StoreError};
 use crate::webhook::Deliveries;
 use crate::Ctx;
-use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -40,6 +39,18 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every connection and session; shutdown waits until it is empty.
     pub tracker: TaskTracker,
+}
+
+/// What a WebSocket upgrade takes from its connection: the peer address
+/// (for the session's log span) and the connection's permit, which the
+/// session holds for as long as the socket lives. Only requests that ask
+/// for an upgrade carry it (a request extension costs an allocation).
+#[derive(Clone)]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The permit counted against `max_connections`.
+    pub permit: ConnPermit,
 }
 
 /// A connection's permit, shared with the WebSocket session it may become.
@@ -263,8 +274,12 @@ async fn serve_conn<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        req.extensions_mut().insert(permit.clone());
+        if req.headers().contains_key(axum::http::header::UPGRADE) {
+            req.extensions_mut().insert(ConnInfo {
+                peer,
+                permit: permit.clone(),
+            });
+        }
         router.clone().oneshot(req)
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

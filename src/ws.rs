@@ -20,12 +20,11 @@ use crate::bus::Kick;
 use crate::cmd::{self, Envelope};
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::Reply;
-use crate::server::{AppState, ConnPermit};
+use crate::server::{AppState, ConnInfo, ConnPermit};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{timeout, Instant};
@@ -45,9 +44,8 @@ pub const CLOSE_SLOW: u16 = 4001;
 /// `GET /ws`: upgrades with the configured message limits.
 pub async fn upgrade(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(permit): Extension<ConnPermit>,
     ws: WebSocketUpgrade,
+    Extension(ConnInfo { peer, permit }): Extension<ConnInfo>,
 ) -> Response {
     let max = app.ctx.config.max_message_bytes;
     ws.max_message_size(max)
