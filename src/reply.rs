@@ -5,46 +5,38 @@
 use crate::error::ApiError;
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-/// One reply, serialised as the reference's response object.
-#[derive(Debug, Clone, Serialize)]
+/// One reply, serialised as the reference's response object by
+/// [`Reply::to_json`].
+#[derive(Debug, Clone)]
 pub struct Reply {
     /// Name of the command answered (case sensitive).
     pub cmd: String,
     /// 1 on success, 0 on error.
     pub ok: u8,
-    /// Response data, when the command returns any; serialised once, when
-    /// set, rather than built as a `Value` tree first.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Box<RawValue>>,
+    /// Response data, when the command returns any: its JSON text,
+    /// serialised once when set (or taken as stored, see
+    /// [`Reply::with_json_data`]) rather than built as a `Value` tree first.
+    pub data: Option<Bytes>,
     /// User identifier, where the reference puts it at the top level.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
     /// Human-readable error (ok = 0).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The reference's numeric error code (ok = 0).
-    #[serde(rename = "errorCode", skip_serializing_if = "Option::is_none")]
     pub error_code: Option<u16>,
     /// Further top-level fields (extensions such as `nextCursor`).
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
     /// When rate limited: how long until a retry can succeed (POST sends it
     /// as `Retry-After`). Not part of the JSON.
-    #[serde(skip)]
     pub retry_after: Option<Duration>,
     /// The rate-limit budget that applied (POST: `X-RateLimit-*`). Not JSON.
-    #[serde(skip)]
     pub rate: Option<RateInfo>,
     /// HTTP status overriding the class of `errorCode`. Not JSON.
-    #[serde(skip)]
     pub status: Option<u16>,
     /// A reply replayed from an idempotency key (POST: `Idempotency-Replayed: true`):
     /// its JSON exactly as first sent.
-    #[serde(skip)]
     pub replayed: Option<Bytes>,
 }
 
@@ -98,13 +90,16 @@ impl Reply {
 
     /// Sets `data`.
     pub fn with_data(mut self, data: impl Serialize) -> Reply {
-        self.data = Some(serde_json::value::to_raw_value(&data).expect("reply data serialises"));
+        self.data = Some(Bytes::from(
+            serde_json::to_vec(&data).expect("reply data serialises"),
+        ));
         self
     }
 
-    /// Sets `data` to JSON already serialised (a stored record passed on).
-    pub fn with_raw_data(mut self, data: Box<RawValue>) -> Reply {
-        self.data = Some(data);
+    /// Sets `data` to JSON text that convgate itself serialised earlier (a
+    /// stored record passed on); it is not parsed again.
+    pub fn with_json_data(mut self, json: Bytes) -> Reply {
+        self.data = Some(json);
         self
     }
 
@@ -137,7 +132,38 @@ impl Reply {
         if let Some(raw) = &self.replayed {
             return raw.clone();
         }
-        Bytes::from(serde_json::to_vec(self).expect("replies serialise"))
+        // Written field by field in the reference's order (`cmd`, `ok`,
+        // `data`, `uid`, `error`, `errorCode`, then extensions), so that
+        // `data` goes in as the JSON text it already is.
+        fn put(out: &mut Vec<u8>, name: &str, value: &impl Serialize) {
+            out.push(b',');
+            serde_json::to_writer(&mut *out, name).expect("names serialise");
+            out.push(b':');
+            serde_json::to_writer(out, value).expect("reply fields serialise");
+        }
+        let data = self.data.as_ref().map_or(0, Bytes::len);
+        let mut out = Vec::with_capacity(64 + self.cmd.len() + data + self.extra.len() * 32);
+        out.extend_from_slice(b"{\"cmd\":");
+        serde_json::to_writer(&mut out, &self.cmd).expect("strings serialise");
+        put(&mut out, "ok", &self.ok);
+        if let Some(data) = &self.data {
+            out.extend_from_slice(b",\"data\":");
+            out.extend_from_slice(data);
+        }
+        if let Some(uid) = &self.uid {
+            put(&mut out, "uid", uid);
+        }
+        if let Some(error) = &self.error {
+            put(&mut out, "error", error);
+        }
+        if let Some(code) = &self.error_code {
+            put(&mut out, "errorCode", code);
+        }
+        for (name, value) in &self.extra {
+            put(&mut out, name, value);
+        }
+        out.push(b'}');
+        Bytes::from(out)
     }
 
     /// A reply stored under an idempotency key, sent again byte for byte.
@@ -150,5 +176,35 @@ impl Reply {
             replayed: Some(Bytes::from(json.to_string())),
             ..Reply::ok(cmd)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ApiError, ErrorCode};
+    use serde_json::json;
+
+    #[test]
+    fn replies_are_the_reference_objects() {
+        let user = json!({"uid": "1-wa3-1", "name": "Zoë \"Z\""});
+        let ok = Reply::ok("GetUser").with_data(&user);
+        let raw = Reply::ok("GetUser").with_json_data(Bytes::from(user.to_string()));
+        for r in [ok, raw] {
+            let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
+            assert_eq!(v, json!({"cmd": "GetUser", "ok": 1, "data": user}));
+        }
+        let e = ApiError::new(ErrorCode::UnknownUser, "unknown user \"x\"");
+        let r = Reply::error("GetUser", &e)
+            .with_uid("1-wa3-1")
+            .with_field("nextCursor", "a\"b");
+        let text = r.to_json();
+        assert!(text.starts_with(br#"{"cmd":"GetUser","ok":0,"#));
+        let v: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({"cmd": "GetUser", "ok": 0, "uid": "1-wa3-1", "error": "unknown user \"x\"",
+                   "errorCode": 1005, "nextCursor": "a\"b"})
+        );
     }
 }

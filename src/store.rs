@@ -10,7 +10,7 @@
 //! | `tok/{sha256 hex}` | organization id |
 //! | `seq/{org}` | last event `seq`, u64 big-endian |
 //! | `bot/{org}/{botID:020}` | [`Bot`] JSON |
-//! | `usr/{org}/{uid}` | [`UserRecord`] JSON |
+//! | `usr/{org}/{uid}` | [`UserRecord`]: `0x01`, u32 BE length, the user's JSON, the tags' JSON (older records: one JSON object) |
 //! | `dat/{org}/{uid}` | custom user data (`SetUserData`) JSON |
 //! | `tag/{org}/{lowercase name}` | [`Tag`] JSON |
 //! | `evt/{org}/{seq:020}` | the event JSON, as sent |
@@ -48,7 +48,7 @@ use crate::model::{
     TemplateCache, User, UserRecord, WaUserState, Webhook,
 };
 use bytes::Bytes;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -232,27 +232,25 @@ impl Store {
 
     /// The user `uid` of `org`, with its tags.
     pub fn user(&self, org: &str, uid: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.get(&key(&["usr", org, uid]))
+        self.inner
+            .db
+            .get(key(&["usr", org, uid]))?
+            .map(|v| decode_user(&v))
+            .transpose()
     }
 
-    /// The user object of `uid` as stored (the JSON of [`User`], tags
-    /// left out), for replies that pass it on unchanged (`GetUser`): no
-    /// decode into a [`User`] and encode back.
-    pub fn user_json(
-        &self,
-        org: &str,
-        uid: &str,
-    ) -> Result<Option<Box<serde_json::value::RawValue>>, StoreError> {
-        #[derive(Deserialize)]
-        struct Stored<'a> {
-            #[serde(borrow)]
-            user: &'a serde_json::value::RawValue,
-        }
+    /// The user object of `uid` as stored: the JSON text of its [`User`]
+    /// (tags left out), for replies that pass it on unchanged (`GetUser`)
+    /// without a decode into a [`User`] and an encode back.
+    pub fn user_json(&self, org: &str, uid: &str) -> Result<Option<Bytes>, StoreError> {
         let Some(v) = self.inner.db.get(key(&["usr", org, uid]))? else {
             return Ok(None);
         };
-        let stored: Stored<'_> = serde_json::from_slice(&v)?;
-        Ok(Some(stored.user.to_owned()))
+        if let Some((user, _)) = split_user(&v) {
+            return Ok(Some(Bytes::copy_from_slice(user)));
+        }
+        let rec = decode_user(&v)?;
+        Ok(Some(Bytes::from(encode(&rec.user))))
     }
 
     /// The custom data of user `uid` (`SetUserData`), if any was set.
@@ -280,9 +278,13 @@ impl Store {
             None => format!("usr/{org}/"),
         };
         let after = after.map(|uid| format!("usr/{org}/{uid}"));
-        let recs = self.scan(&prefix, after.as_deref(), limit, |r: &UserRecord| {
-            keep(&r.user)
-        })?;
+        let recs = self.scan_with(
+            &prefix,
+            after.as_deref(),
+            limit,
+            decode_user,
+            |r: &UserRecord| keep(&r.user),
+        )?;
         Ok(recs.into_iter().map(|r| r.user).collect())
     }
 
@@ -291,6 +293,20 @@ impl Store {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
+        let json = |v: &[u8]| serde_json::from_slice(v).map_err(StoreError::from);
+        self.scan_with(prefix, after, limit, json, keep)
+    }
+
+    /// Records under `prefix` after key `after`, decoded by `decode`, those
+    /// `keep` accepts, at most `limit`.
+    fn scan_with<T>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        decode: impl Fn(&[u8]) -> Result<T, StoreError>,
         keep: impl Fn(&T) -> bool,
     ) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
@@ -307,7 +323,7 @@ impl Store {
             if !k.starts_with(prefix.as_bytes()) || out.len() >= limit {
                 break;
             }
-            let rec: T = serde_json::from_slice(&v)?;
+            let rec = decode(&v)?;
             if keep(&rec) {
                 out.push(rec);
             }
@@ -773,6 +789,48 @@ impl Store {
     }
 }
 
+/// First byte of a user record in the framed layout (a JSON record starts
+/// with `{`).
+const USER_FRAME_V1: u8 = 1;
+
+/// A user record: `0x01`, the length of the user's JSON (u32 big-endian),
+/// the user's JSON, then the tags' JSON. The user's JSON stands alone so
+/// that `GetUser` copies it into its reply as it is.
+fn encode_user(rec: &UserRecord) -> Vec<u8> {
+    let user = encode(&rec.user);
+    let len = u32::try_from(user.len()).expect("a user record is far below 4 GiB");
+    let mut out = Vec::with_capacity(5 + user.len() + 16);
+    out.push(USER_FRAME_V1);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&user);
+    serde_json::to_writer(&mut out, &rec.tags).expect("tags serialise");
+    out
+}
+
+/// The user's JSON and the tags' JSON of a framed record; `None` for a
+/// record in the older layout (one JSON object) or a malformed frame.
+fn split_user(v: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&version, rest) = v.split_first()?;
+    if version != USER_FRAME_V1 || rest.len() < 4 {
+        return None;
+    }
+    let (len, rest) = rest.split_at(4);
+    let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
+    (len <= rest.len()).then(|| rest.split_at(len))
+}
+
+/// Decodes a user record in either layout.
+fn decode_user(v: &[u8]) -> Result<UserRecord, StoreError> {
+    match split_user(v) {
+        Some((user, tags)) => Ok(UserRecord {
+            user: serde_json::from_slice(user)?,
+            tags: serde_json::from_slice(tags)?,
+        }),
+        None if v.first() == Some(&b'{') => Ok(serde_json::from_slice(v)?),
+        None => Err(StoreError::Codec("malformed user record".into())),
+    }
+}
+
 /// Delivery records are the most written records (one per event and
 /// webhook), so they use a compact binary encoding (postcard) rather than
 /// JSON: smaller values make every write of the tree cheaper.
@@ -825,7 +883,7 @@ impl WriteTx<'_> {
     /// Stages `user` (with its tags).
     pub fn put_user(&mut self, rec: &UserRecord) {
         self.batch
-            .insert(key(&["usr", self.org, &rec.user.uid]), encode(rec));
+            .insert(key(&["usr", self.org, &rec.user.uid]), encode_user(rec));
     }
 
     /// Stages the removal of user `uid` and its custom data.
@@ -1015,5 +1073,51 @@ async fn flusher(
             }
             let _ = p.done.send(res.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, tags: &[&str]) -> UserRecord {
+        UserRecord {
+            user: User {
+                uid: "3941-wa3-447922029419".into(),
+                name: name.into(),
+                first_name: name.into(),
+                last_name: String::new(),
+                email: String::new(),
+                phone: "+447922029419".into(),
+                bot: "WA3".into(),
+                bot_id: 3941,
+                lang: "en".into(),
+                created: "2026-11-22T01:14:04.233Z".into(),
+                notes: "\u{1}\"\\,\"tags\":[\"x\"]}".into(),
+                url: String::new(),
+            },
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn user_records_round_trip_and_pass_their_user_json_on() {
+        for rec in [
+            record("Billy Bob", &[]),
+            record("Zoë \"Z\" \\ 😀", &["VIP", "\",\"user\":{", ""]),
+        ] {
+            let framed = encode_user(&rec);
+            let back = decode_user(&framed).unwrap();
+            assert_eq!((back.user, back.tags), (rec.user.clone(), rec.tags.clone()));
+            let (user, _) = split_user(&framed).unwrap();
+            assert_eq!(user, encode(&rec.user).as_slice());
+            // Records written before the framed layout still read.
+            let legacy = encode(&rec);
+            assert!(split_user(&legacy).is_none());
+            let back = decode_user(&legacy).unwrap();
+            assert_eq!((back.user, back.tags), (rec.user, rec.tags));
+        }
+        assert!(decode_user(&[USER_FRAME_V1, 0, 0, 1, 0, b'{']).is_err());
+        assert!(decode_user(b"").is_err());
     }
 }

@@ -31,6 +31,6 @@ impl GetUser {
             .store
             .user_json(&org.id, &self.uid)?
             .ok_or_else(|| unknown_user(&self.uid))?;
-        Ok(Reply::ok("GetUser").with_raw_data(user))
+        Ok(Reply::ok("GetUser").with_json_data(user))
     }
 }
