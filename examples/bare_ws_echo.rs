@@ -1,7 +1,9 @@
-//! Bare baseline for scenarios M2 and M3: a tokio-tungstenite server with the
-//! gateway's WebSocket settings (2 KiB read buffer, no write buffering,
+//! Bare baseline for scenarios M2, M3 and M4: a tokio-tungstenite server with
+//! the gateway's WebSocket settings (2 KiB read buffer, no write buffering,
 //! 64 KiB message limit) that echoes every text frame. Idle sockets simply
-//! stay open, which makes it the idle-server baseline too.
+//! stay open, which makes it the idle-server baseline too. A text frame
+//! `fanout:<text>` sends `<text>` to every socket instead, through a tokio
+//! broadcast channel as the gateway's event bus does (the fan-out baseline).
 //!
 //! ```sh
 //! cargo run --release --example bare_ws_echo -- 127.0.0.1:9002
@@ -9,6 +11,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -22,21 +25,40 @@ fn config() -> WebSocketConfig {
 
 /// Serves until the process ends.
 pub async fn serve(listener: TcpListener) {
+    let (fanout, _) = broadcast::channel::<Message>(1024);
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        let fanout = fanout.clone();
         tokio::spawn(async move {
             let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config())).await
             else {
                 return;
             };
-            while let Some(Ok(msg)) = ws.next().await {
-                if let Message::Text(t) = msg {
-                    if ws.send(Message::Text(t)).await.is_err() {
-                        break;
-                    }
+            let mut events = fanout.subscribe();
+            loop {
+                let out = tokio::select! {
+                    msg = ws.next() => match msg {
+                        Some(Ok(Message::Text(t))) => match t.strip_prefix("fanout:") {
+                            Some(text) => {
+                                let _ = fanout.send(Message::text(text));
+                                continue;
+                            }
+                            None => Message::Text(t),
+                        },
+                        Some(Ok(_)) => continue,
+                        _ => break,
+                    },
+                    event = events.recv() => match event {
+                        Ok(msg) => msg,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                };
+                if ws.send(out).await.is_err() {
+                    break;
                 }
             }
         });

@@ -50,13 +50,16 @@ lg() {
 ONLY=${ONLY:-m1 m2 m3 m4 m5 m6}
 has() { [[ " $ONLY " == *" $1 "* ]]; }
 for _ in $(seq 1 "$REPEAT"); do
-  # M1: POST GetUser, 64 keep-alive connections; then the gateway at half its rate.
+  # M1: POST GetUser, 64 keep-alive connections; then the gateway at half its
+  # rate, and the bare echo at that same rate (the machine's own latency there).
   if has m1; then
   start_bare bare_http_echo; lg --scenario m1 --target bare --connections 64; stop
   start_gateway
   max=$(lg --scenario m1 --connections 64 | tee /dev/stderr | python3 -c 'import json,sys; print(json.load(sys.stdin)["ops_per_s"])')
-  lg --scenario m1 --connections 64 --rate "$(python3 -c "print($max/2)")"
+  half=$(python3 -c "print($max/2)")
+  lg --scenario m1 --connections 64 --rate "$half"
   stop
+  start_bare bare_http_echo; lg --scenario m1 --target bare --connections 64 --rate "$half"; stop
   fi
   # M2: WebSocket round trips, 100 sockets.
   if has m2; then
@@ -68,10 +71,13 @@ for _ in $(seq 1 "$REPEAT"); do
   start_bare bare_ws_echo; DURATION=3 lg --scenario m3 --target bare --connections 10000; stop
   start_gateway; DURATION=3 lg --scenario m3 --connections 10000; stop
   fi
-  # M4: fan-out to 1,000 and 10,000 sockets.
+  # M4: fan-out to 1,000 and 10,000 sockets; the bare echo's broadcast of an
+  # event of the same size is what the machine allows.
   if has m4; then
-  start_gateway; lg --scenario m4 --connections 1000; stop
-  start_gateway; lg --scenario m4 --connections 10000; stop
+  for n in 1000 10000; do
+  start_bare bare_ws_echo; lg --scenario m4 --target bare --connections "$n"; stop
+  start_gateway; lg --scenario m4 --connections "$n"; stop
+  done
   fi
   # M5: durable writes from 64 callers, against the disk's fsync rate.
   if has m5; then
@@ -96,13 +102,15 @@ print(f"\nmedians of {sys.argv[3]} runs per scenario ({len(runs)} measurements) 
 rows = []
 g, b = med("m1","gateway","ops_per_s"), med("m1","bare","ops_per_s")
 rows.append(("M1", "POST GetUser, 64 conns", f"{g:.0f} req/s vs bare {b:.0f}", f"{g/b:.2f}x", ">= 0.85x"))
-rows.append(("M1", "p99 at half max rate", f"{med('m1','gateway','p99_us',rate=True)/1000:.2f} ms", "", "<= 1 ms"))
+rows.append(("M1", "p99 at half max rate", f"{med('m1','gateway','p99_us',rate=True)/1000:.2f} ms vs bare {med('m1','bare','p99_us',rate=True)/1000:.2f} ms at the same rate", "", "<= 1 ms"))
 g, b = med("m2","gateway","ops_per_s"), med("m2","bare","ops_per_s")
 rows.append(("M2", "WS GetUser, 100 sockets", f"{g:.0f} rt/s vs bare {b:.0f}", f"{g/b:.2f}x", ">= 0.8x"))
 g, b = med("m3","gateway","rss_per_socket_kib"), med("m3","bare","rss_per_socket_kib")
 rows.append(("M3", "10,000 idle sockets", f"{g:.2f} KiB/socket vs bare {b:.2f}", "", "<= 8 KiB"))
-rows.append(("M4", "fan-out 1,000 sockets", f"p99 {med('m4','gateway','p99_us',1000)/1000:.2f} ms", "", "<= 5 ms"))
-rows.append(("M4", "fan-out 10,000 sockets", f"p99 {med('m4','gateway','p99_us',10000)/1000:.2f} ms", "", "<= 40 ms"))
+for n, target in ((1000, "<= 5 ms"), (10000, "<= 40 ms")):
+    g, b = med('m4','gateway','p99_us',n), med('m4','bare','p99_us',n)
+    ack = med('m4','gateway','ack_p50_us',n)
+    rows.append(("M4", f"fan-out {n:,} sockets", f"p99 {g/1000:.2f} ms (durable write p50 {ack/1000:.2f} ms) vs bare broadcast {b/1000:.2f} ms", f"{g/b:.2f}x", target))
 rows.append(("M5", "SetUserNotes, 64 callers", f"{med('m5','gateway','writes_per_flush'):.1f} writes/flush, {med('m5','gateway','ops_per_s'):.0f} acked/s, disk {med('m5','gateway','fsync_per_s'):.0f} fsync/s", "", ">= 32 writes/flush"))
 g, b = med("m6","gateway","ops_per_s"), med("m6","bare","ops_per_s")
 rows.append(("M6", "webhook deliveries", f"{g:.0f} ev/s vs bare {b:.0f}", f"{g/b:.2f}x", ">= 0.5x"))

@@ -9,7 +9,9 @@
 //! - `m2`: WebSocket `GetUser` round trips, one in flight per socket.
 //! - `m3`: idle connected sockets; RSS of `--pid` per socket.
 //! - `m4`: fan-out: POST `SetUserEmail`, time until `onUserUpdate` reaches
-//!   every socket (one clock: this process sends and receives).
+//!   every socket (one clock: this process sends and receives). With
+//!   `--target bare`, an event of the same size sent through the bare echo's
+//!   `fanout:` frame: what the machine allows for the fan-out alone.
 //! - `m5`: durable writes: POST `SetUserNotes` from every connection; writes
 //!   per flush from `/metrics`, against the `fsync` rate of `--fsync-dir`.
 //! - `m6`: webhook deliveries of `--events` events to a receiver in this
@@ -513,10 +515,9 @@ async fn m3(o: &Opts) -> Result<Report, String> {
 }
 
 async fn m4(o: &Opts) -> Result<Report, String> {
-    if o.target != Target::Gateway {
-        return Err("m4 runs against the gateway only".into());
+    if o.target == Target::Gateway {
+        prepare_gateway(o).await?;
     }
-    prepare_gateway(o).await?;
     let mut sockets = Vec::with_capacity(o.connections);
     for chunk in (0..o.connections).collect::<Vec<_>>().chunks(100) {
         for s in futures_util::future::join_all(chunk.iter().map(|_| open_socket(o))).await {
@@ -565,7 +566,12 @@ async fn m4(o: &Opts) -> Result<Report, String> {
             }
         }));
     }
-    let mut conn = HttpConn::open(&o.addr).await?;
+    // Gateway: the change goes in by POST. Bare: one more socket sends the
+    // events (it receives them too, unread).
+    let (mut conn, mut sender) = match o.target {
+        Target::Gateway => (Some(HttpConn::open(&o.addr).await?), None),
+        Target::Bare => (None, Some(open_socket(o).await?)),
+    };
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(o.duration);
     let mut rounds = 0u64;
@@ -575,14 +581,28 @@ async fn m4(o: &Opts) -> Result<Report, String> {
     let mut acks = histogram();
     while Instant::now() < until {
         let k = rounds as usize;
-        let body = json!({"token": o.token, "cmd": "SetUserEmail", "uid": UID, "email": format!("r{k}@example.com")});
+        let email = format!("r{k}@example.com");
         let t0 = Instant::now();
         sent.lock().unwrap().push(t0);
-        match conn.post("/api", Bytes::from(body.to_string())).await {
-            Ok((200, _)) => {
-                let _ = acks.record(t0.elapsed().as_micros().max(1) as u64);
+        if let Some(ws) = &mut sender {
+            // The gateway's onUserUpdate for this change, byte for byte in size.
+            let event = json!({"cmd": "onUserUpdate", "ok": 1, "data": {"user": {
+                "uid": UID, "name": "Billy Bob", "first_name": "Billy", "last_name": "Bob",
+                "email": email, "phone": "+447922029419", "bot": "WA3", "botID": 3941,
+                "lang": "en", "created": "2026-11-22T01:14:04.233Z", "notes": "", "url": ""},
+                "update": {"email": email}}, "seq": k + 3, "eventId": "0193b5f2-7d1c-7c4e-9f1a-6b2d3e4f5a6b"});
+            let frame = format!("fanout:{event}");
+            if ws.send(Message::Text(frame.into())).await.is_err() {
+                errors += 1;
             }
-            _ => errors += 1,
+        } else if let Some(conn) = &mut conn {
+            let body = json!({"token": o.token, "cmd": "SetUserEmail", "uid": UID, "email": email});
+            match conn.post("/api", Bytes::from(body.to_string())).await {
+                Ok((200, _)) => {
+                    let _ = acks.record(t0.elapsed().as_micros().max(1) as u64);
+                }
+                _ => errors += 1,
+            }
         }
         rounds += 1;
         // Wait until every socket has it (2 s at most), then a pause.

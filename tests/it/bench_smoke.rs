@@ -131,6 +131,14 @@ async fn m4_fan_out_reaches_every_socket() {
     assert!(r.extra["rounds"].as_u64().unwrap() >= 1, "{r:?}");
     assert_eq!(r.extra["missing"], 0, "{r:?}");
     assert_eq!(r.operations, r.extra["rounds"].as_u64().unwrap() * 10);
+    // The baseline: the same fan-out through the bare echo's broadcast.
+    let bare_addr = bare(|l| Box::pin(bare_ws_echo::serve(l))).await;
+    let r = loadgen::run(&opts(Scenario::M4, Target::Bare, bare_addr, "", 10))
+        .await
+        .unwrap();
+    assert!(r.extra["rounds"].as_u64().unwrap() >= 1, "{r:?}");
+    assert_eq!(r.extra["missing"], 0, "{r:?}");
+    assert_eq!(r.operations, r.extra["rounds"].as_u64().unwrap() * 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
