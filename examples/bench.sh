@@ -85,8 +85,8 @@ for _ in $(seq 1 "$REPEAT"); do
   fi
   # M6: webhook deliveries, against bare reqwest POSTs to the same receiver.
   if has m6; then
-  PID=$$ lg --scenario m6 --target bare --events 5000 --connections 64; PID=
-  start_gateway; lg --scenario m6 --events 5000 --connections 64; stop
+  PID=$$ lg --scenario m6 --target bare --events 20000 --connections 64; PID=
+  start_gateway; lg --scenario m6 --events 20000 --connections 64; stop
   fi
 done
 

@@ -444,11 +444,17 @@ impl Deliveries {
         (count, oldest)
     }
 
-    /// Publishes the worker's queue length and oldest entry for `/metrics`.
-    fn publish_pending(&self, w: &Worker) {
+    /// Publishes the worker's queue length for `/metrics`, and the age of
+    /// its oldest entry when `oldest` (a scan of the queue and a read: done
+    /// on each checkpoint tick, not after every attempt, which made a large
+    /// backlog quadratic) or when the queue is empty.
+    fn publish_pending(&self, w: &Worker, oldest: bool) {
         w.shared
             .pending
             .store(w.queue.len() as u64, Ordering::Relaxed);
+        if !oldest && !w.queue.is_empty() {
+            return;
+        }
         let oldest_seq = w.queue.iter().map(|&(_, seq)| seq).min();
         let oldest = oldest_seq
             .and_then(|seq| self.delivery(&w.org, seq).ok().flatten())
@@ -477,7 +483,7 @@ impl Deliveries {
                     Some(now_ms() + 1000)
                 }
             };
-            self.publish_pending(&w);
+            self.publish_pending(&w, false);
             let sleep_for = next_wake.map(|t| Duration::from_millis((t - now_ms()).max(0) as u64));
             tokio::select! {
                 _ = inner.shutdown.cancelled() => {
@@ -509,6 +515,7 @@ impl Deliveries {
                     if let Err(e) = self.checkpoint(&mut w) {
                         tracing::error!(error = %e, "delivery checkpoint failed");
                     }
+                    self.publish_pending(&w, true);
                 }
                 _ = tokio::time::sleep(sleep_for.unwrap_or(Duration::from_secs(3600))), if sleep_for.is_some() => {}
             }
