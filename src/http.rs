@@ -81,9 +81,7 @@ pub async fn api(State(app): State<AppState>, req: Request) -> Response {
     // Extension: the `Idempotency-Key` header stands for the
     // `idempotencyKey` field (the field wins when both are given).
     if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
-        env.fields
-            .entry("idempotencyKey")
-            .or_insert_with(|| key.trim().into());
+        env.default_str("idempotencyKey", key.trim());
     }
     let caller = match authenticate(ctx, env.token.as_deref()) {
         Ok(c) => c,

@@ -25,6 +25,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use std::borrow::Cow;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{timeout, Instant};
@@ -183,14 +184,14 @@ async fn handshake(s: &mut Session) -> Result<crate::model::Org, Option<(u16, &'
             Ok(Incoming::Closed) => return Err(None),
             Ok(Incoming::Binary) => break Err(String::new()),
             Ok(Incoming::Text(text)) => match Envelope::parse(text.as_bytes()) {
-                Ok(env) if env.cmd == "connect" => break Ok(env),
-                Ok(env) => break Err(env.cmd),
+                Ok(env) if env.cmd == "connect" => break Ok(env.token.map(Cow::into_owned)),
+                Ok(env) => break Err(env.cmd.into_owned()),
                 Err(_) => break Err(String::new()),
             },
         }
     };
-    let env = match named {
-        Ok(env) => env,
+    let token = match named {
+        Ok(token) => token,
         Err(cmd) => {
             let e = ApiError::new(
                 ErrorCode::ConnectExpected,
@@ -200,7 +201,7 @@ async fn handshake(s: &mut Session) -> Result<crate::model::Org, Option<(u16, &'
             return Err(Some((CLOSE_POLICY, "connect expected")));
         }
     };
-    let org = match authenticate(&s.app.ctx, env.token.as_deref()) {
+    let org = match authenticate(&s.app.ctx, token.as_deref()) {
         Ok(Caller::Org(org)) => org,
         Ok(Caller::Admin) => {
             let e = ApiError::new(
@@ -235,13 +236,20 @@ async fn connected(mut s: Session, org: crate::model::Org) -> End {
     }
     let caller = Caller::Org(org);
     let hb = ctx.config.heartbeat_timeout();
-    // One timer for the session, moved forward when a frame arrives.
+    // One timer for the session. A frame only notes its time; the timer is
+    // moved when it fires early, not on every frame (re-arming a timer per
+    // frame costs more than the command on this path).
+    let mut last_frame = Instant::now();
     let idle = tokio::time::sleep(hb);
-    tokio::pin!(idle);
+    // The waits that outlive one frame are made once, not per iteration.
+    let shutdown = s.app.shutdown.clone();
+    let shutdown = shutdown.cancelled();
+    let kicked = kicks.kicked();
+    tokio::pin!(idle, shutdown, kicked);
     loop {
         tokio::select! {
-            _ = s.app.shutdown.cancelled() => return s.close(CLOSE_GOING_AWAY, "server shutting down").await,
-            kick = kicks.kicked() => {
+            _ = &mut shutdown => return s.close(CLOSE_GOING_AWAY, "server shutting down").await,
+            kick = &mut kicked => {
                 return match kick {
                     Kick::Replaced => {
                         let e = ApiError::new(ErrorCode::ConnectionReused, "websocket connection reused (previous connection closed)");
@@ -255,7 +263,7 @@ async fn connected(mut s: Session, org: crate::model::Org) -> End {
                 };
             }
             incoming = recv(&mut s.socket) => {
-                idle.as_mut().reset(Instant::now() + hb);
+                last_frame = Instant::now();
                 let res = match incoming {
                     Incoming::Closed => return "closed by peer",
                     Incoming::TooBig => return s.close(CLOSE_TOO_BIG, "message too big").await,
@@ -290,7 +298,13 @@ async fn connected(mut s: Session, org: crate::model::Org) -> End {
                 }
                 Err(RecvError::Closed) => return s.close(CLOSE_GOING_AWAY, "event bus closed").await,
             },
-            _ = &mut idle => return s.close(CLOSE_IDLE, "heartbeat timeout").await,
+            _ = &mut idle => {
+                let deadline = last_frame + hb;
+                if deadline <= Instant::now() {
+                    return s.close(CLOSE_IDLE, "heartbeat timeout").await;
+                }
+                idle.as_mut().reset(deadline);
+            }
         }
     }
 }

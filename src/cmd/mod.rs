@@ -15,6 +15,7 @@ mod delete_user_tag;
 mod delete_webhook;
 mod disable_api;
 mod enable_api;
+mod envelope;
 mod get_agents;
 mod get_bots;
 mod get_conversation;
@@ -51,6 +52,8 @@ pub use delete_user_tag::DeleteUserTag;
 pub use delete_webhook::DeleteWebhook;
 pub use disable_api::DisableApi;
 pub use enable_api::EnableApi;
+pub use envelope::Envelope;
+pub(crate) use envelope::Fields;
 pub use get_agents::GetAgents;
 pub use get_bots::GetBots;
 pub use get_conversation::GetConversation;
@@ -84,106 +87,6 @@ use crate::model::{Org, User, UserRecord};
 use crate::reply::Reply;
 use crate::Ctx;
 use serde_json::{json, Map, Value};
-
-/// A parsed request object: its `cmd`, its `token` (if any), and all fields.
-#[derive(Debug)]
-pub struct Envelope {
-    /// The command name as sent (empty when absent).
-    pub cmd: String,
-    /// The `token` field, when present and a string.
-    pub token: Option<String>,
-    /// Every field of the object, `cmd` and `token` included.
-    pub fields: Map<String, Value>,
-}
-
-impl Envelope {
-    /// Parses one JSON object. Errors: 1017 when `bytes` is not a JSON object
-    /// or `cmd` is not a string; 1001 when `token` is not a string.
-    pub fn parse(bytes: &[u8]) -> Result<Envelope, ApiError> {
-        let invalid = |m: &str| ApiError::new(ErrorCode::InvalidJson, m);
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| invalid(&format!("invalid JSON object: {e}")))?;
-        let Value::Object(fields) = value else {
-            return Err(invalid("invalid JSON object: expected an object"));
-        };
-        let cmd = match fields.get("cmd") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => s.clone(),
-            Some(_) => return Err(invalid("invalid JSON object: cmd must be a string")),
-        };
-        let token = match fields.get("token") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(ApiError::new(ErrorCode::InvalidToken, "invalid API token")),
-        };
-        Ok(Envelope { cmd, token, fields })
-    }
-}
-
-/// Typed access to an envelope's fields, each failure with its field's code.
-pub(crate) struct Fields<'a>(pub &'a Map<String, Value>);
-
-impl<'a> Fields<'a> {
-    /// An optional string; `null` counts as absent; another type → `invalid`.
-    pub fn opt_str(&self, name: &str, invalid: ErrorCode) -> Result<Option<&'a str>, ApiError> {
-        match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.as_str())),
-            Some(_) => Err(ApiError::new(invalid, format!("{name} must be a string"))),
-        }
-    }
-
-    /// A required string: absent or empty → `missing`, another type → `invalid`.
-    pub fn req_str(
-        &self,
-        name: &str,
-        missing: ErrorCode,
-        invalid: ErrorCode,
-    ) -> Result<&'a str, ApiError> {
-        match self.opt_str(name, invalid)? {
-            Some(s) if !s.trim().is_empty() => Ok(s),
-            _ => Err(ApiError::new(missing, format!("missing {name}"))),
-        }
-    }
-
-    /// The required `uid` (1025 when missing).
-    pub fn uid(&self) -> Result<&'a str, ApiError> {
-        self.req_str("uid", ErrorCode::MissingUid, ErrorCode::MissingUid)
-    }
-
-    /// An optional non-negative integer, also accepted as a numeric string
-    /// (the reference's `botID` is an integer; clients send both).
-    pub fn opt_u64(&self, name: &str, invalid: ErrorCode) -> Result<Option<u64>, ApiError> {
-        let bad = || ApiError::new(invalid, format!("{name} must be a non-negative integer"));
-        match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(bad),
-            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad()),
-            Some(_) => Err(bad()),
-        }
-    }
-
-    /// The required `botID` (1008 missing, 1015 not a bot id).
-    pub fn bot_id(&self) -> Result<u64, ApiError> {
-        self.opt_u64("botID", ErrorCode::UnknownBot)?
-            .ok_or_else(|| ApiError::new(ErrorCode::MissingBotId, "missing botID"))
-    }
-
-    /// An optional 0/1 flag (`overwrite`); `true`/`false` accepted too.
-    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
-        match self.0.get(name) {
-            None | Some(Value::Null) => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(false),
-            Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(true),
-            Some(_) => Err(ApiError::new(
-                ErrorCode::InvalidJson,
-                format!("{name} must be 0 or 1"),
-            )),
-        }
-    }
-}
 
 /// Every command convgate understands (reference commands and extensions).
 #[derive(Debug)]
@@ -264,8 +167,8 @@ impl Command {
     /// Parses the envelope's command. Errors: 1004 unknown command, then each
     /// command's field codes.
     pub fn parse(env: &Envelope) -> Result<Command, ApiError> {
-        let f = Fields(&env.fields);
-        Ok(match env.cmd.as_str() {
+        let f = env.fields();
+        Ok(match env.cmd.as_ref() {
             "heartbeat" => Command::Heartbeat(Heartbeat),
             "GetUser" => Command::GetUser(GetUser::parse(&f)?),
             "GetUsers" => Command::GetUsers(GetUsers::parse(&f)?),
@@ -389,7 +292,7 @@ impl Command {
 /// Runs one envelope for an authenticated `caller` and always returns the
 /// reply to send: the rate limit (2008), parsing and the command itself.
 #[tracing::instrument(skip_all, fields(cmd = %env.cmd))]
-pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope) -> Reply {
+pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
     let limited = |(wait, info)| {
         let e = ApiError::new(
             ErrorCode::TokenRateLimited,
@@ -401,7 +304,7 @@ pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope) -> Reply {
         reply
     };
     // Heartbeats keep a socket alive; they never count against the budget.
-    let mut rate = match env.cmd.as_str() {
+    let mut rate = match env.cmd.as_ref() {
         "heartbeat" => None,
         _ => match ctx.check_rate(caller) {
             Ok(info) => info,
@@ -409,7 +312,7 @@ pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope) -> Reply {
         },
     };
     // Messages have their own, smaller budget (reference: 10 per second).
-    if matches!(env.cmd.as_str(), "SendWhatsAppTemplate" | "SendTextMessage") {
+    if matches!(env.cmd.as_ref(), "SendWhatsAppTemplate" | "SendTextMessage") {
         match ctx.check_send_rate(caller) {
             Ok(Some(info)) => rate = Some(info),
             Ok(None) => {}
@@ -516,16 +419,11 @@ pub(crate) fn idempotency(f: &Fields) -> Result<Option<crate::messages::Idempote
             "idempotencyKey must be 1-255 visible ASCII characters",
         ));
     }
-    let mut keys: Vec<&String> =
-        f.0.keys()
-            .filter(|k| !matches!(k.as_str(), "token" | "idempotencyKey"))
-            .collect();
-    keys.sort();
     let mut h = Sha256::new();
-    for k in keys {
+    for (k, v) in f.canonical(&["token", "idempotencyKey"]) {
         h.update(k.as_bytes());
         h.update([0]);
-        h.update(f.0[k].to_string().as_bytes());
+        h.update(v.as_bytes());
         h.update([0]);
     }
     Ok(Some(crate::messages::Idempotency {
@@ -614,7 +512,7 @@ pub(crate) fn idempotency_begin(
 pub(crate) fn webhook_headers(f: &Fields) -> Result<Vec<(String, String)>, ApiError> {
     let bad = |m: String| ApiError::new(ErrorCode::InvalidJson, format!("webhookHeaders: {m}"));
     let mut out = Vec::new();
-    let pairs: Vec<(String, String)> = match f.0.get("webhookHeaders") {
+    let pairs: Vec<(String, String)> = match f.value("webhookHeaders") {
         None | Some(Value::Null) => return Ok(out),
         Some(Value::Object(m)) => m
             .iter()

@@ -32,7 +32,7 @@ pub enum RedeliverEvents {
 impl RedeliverEvents {
     pub(crate) fn parse(f: &Fields) -> Result<RedeliverEvents, ApiError> {
         let bad = |m: &str| ApiError::new(ErrorCode::InvalidJson, m);
-        if let Some(ids) = f.0.get("eventIds") {
+        if let Some(ids) = f.value("eventIds") {
             let ids: Vec<String> = ids
                 .as_array()
                 .ok_or_else(|| bad("eventIds must be an array of strings"))?

@@ -83,27 +83,27 @@ impl SendWhatsAppTemplate {
             )?
             .trim()
             .to_string();
-        let parameters = match f.0.get("parameters") {
+        let parameters = match f.value("parameters") {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a.clone(),
+            Some(Value::Array(a)) => a,
             Some(_) => return Err(invalid("parameters must be an array")),
         };
         parameters.iter().try_for_each(check_param)?;
-        let header = match f.0.get("header") {
+        let header = match f.value("header") {
             None | Some(Value::Null) => None,
-            Some(h @ Value::Object(o)) => {
-                match o.get("parameters") {
+            Some(h @ Value::Object(_)) => {
+                match h.get("parameters") {
                     Some(Value::Array(ps)) => ps.iter().try_for_each(check_param)?,
                     Some(_) => return Err(invalid("header.parameters must be an array")),
-                    None => check_param(h)?,
+                    None => check_param(&h)?,
                 }
-                Some(h.clone())
+                Some(h)
             }
             Some(_) => return Err(invalid("header must be an object")),
         };
-        let webhook_payload = match f.0.get("webhookPayload") {
+        let webhook_payload = match f.value("webhookPayload") {
             None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(v @ Value::Object(_)) => Some(v),
             Some(_) => return Err(invalid("webhookPayload must be an object")),
         };
         Ok(SendWhatsAppTemplate {

@@ -32,8 +32,8 @@ pub struct SetUserData {
 impl SetUserData {
     pub(crate) fn parse(f: &Fields) -> Result<SetUserData, ApiError> {
         let uid = f.uid()?.to_string();
-        let data = match f.0.get("data") {
-            Some(Value::Object(m)) => m.clone(),
+        let data = match f.value("data") {
+            Some(Value::Object(m)) => m,
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidJson,
