@@ -95,3 +95,31 @@ async fn rate_limit_gives_429_with_retry_after() {
     }
     assert!(codes.contains(&Some(2008)), "{codes:?}");
 }
+
+#[tokio::test]
+async fn api_answers_only_post_on_its_exact_path() {
+    let gw = spawn_gateway().await;
+    let body = json!({"token": gw.token, "cmd": "GetUsers"}).to_string();
+    let send = |method: reqwest::Method, url: String| {
+        gw.http
+            .request(method, url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+    };
+    let r = send(reqwest::Method::POST, format!("{}?trace=1", gw.api_url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (r["cmd"].clone(), r["ok"].clone()),
+        (json!("GetUsers"), json!(1))
+    );
+    let r = send(reqwest::Method::GET, gw.api_url()).await.unwrap();
+    assert_eq!(r.status(), 405);
+    let r = send(reqwest::Method::POST, format!("{}/", gw.api_url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
