@@ -552,3 +552,49 @@ async fn kill_9_loses_no_acknowledged_event() {
         &missing[..missing.len().min(5)]
     );
 }
+
+#[tokio::test]
+async fn a_backlog_beyond_the_read_window_is_listed_during_an_outage_then_delivered() {
+    // One slot: the worker reads new events while fewer than 8 are due.
+    let gw = private_gateway(|c| {
+        c.webhook_concurrency = 1;
+        c.webhook_retry_schedule = vec![0.0, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3];
+    })
+    .await;
+    let server = receiver(503).await;
+    set_webhook(&gw, server.uri()).await;
+    let n = 30;
+    for i in 0..n {
+        gw.seed_user(3941, &format!("+4479220294{i:02}"), "Billy Bob")
+            .await;
+    }
+    // Waiting on retries is not "due": the whole outage backlog gets records.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, r) = gw
+            .cmd("GetDeliveries", json!({"status": "pending", "limit": 1000}))
+            .await;
+        let listed = r["data"].as_array().unwrap().len();
+        if listed == n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{listed} of {n} listed pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    for seq in 1..=n as u64 {
+        delivery_with_status(&gw, seq, "delivered").await;
+    }
+    let ok: HashSet<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| header(r, "webhook-id").to_string())
+        .collect();
+    assert_eq!(ok.len(), n, "every event delivered after the outage");
+}
