@@ -24,6 +24,8 @@ pub enum Kick {
     TokenReset,
     /// The organization's API access was disabled (`DisableApi`).
     Disabled,
+    /// The server is shutting down (close code 1001).
+    ShuttingDown,
 }
 
 /// Cheap, cloneable handle to the bus.
@@ -68,6 +70,7 @@ impl KickCell {
                 1 => return Kick::Replaced,
                 2 => return Kick::TokenReset,
                 3 => return Kick::Disabled,
+                4 => return Kick::ShuttingDown,
                 _ => notified.await,
             }
         }
@@ -169,6 +172,20 @@ impl Bus {
             },
             cell,
         )
+    }
+
+    /// Tells every live socket of every organization to close for `why`.
+    /// Sockets that register later must check for themselves (shutdown:
+    /// the server's cancellation token is set before this is called).
+    pub fn kick_everyone(&self, why: Kick) {
+        let sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (_, cell) in sessions.values().flatten() {
+            cell.kick(why);
+        }
     }
 
     /// Tells every live socket of `org` to close for `why`.

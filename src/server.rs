@@ -258,6 +258,9 @@ pub async fn run(
         });
     }
     drop(listener);
+    // Live sockets wait on their kick cell alone (one wait per frame rather
+    // than two): shutdown reaches them through it.
+    app.ctx.bus.kick_everyone(crate::bus::Kick::ShuttingDown);
     app.tracker.close();
     app.tracker.wait().await;
     app.ctx.store.flush().await?;

@@ -234,6 +234,11 @@ async fn connected(mut s: Session, org: crate::model::Org) -> End {
     if let Err(end) = s.reply(&Reply::ok("connected")).await {
         return end;
     }
+    // Shutdown reaches registered sockets through their kick cell; one that
+    // registered after the kicks went out sees the token here.
+    if s.app.shutdown.is_cancelled() {
+        return s.close(CLOSE_GOING_AWAY, "server shutting down").await;
+    }
     let caller = Caller::Org(org);
     let hb = ctx.config.heartbeat_timeout();
     // One timer for the session. A frame only notes its time; the timer is
@@ -241,15 +246,10 @@ async fn connected(mut s: Session, org: crate::model::Org) -> End {
     // frame costs more than the command on this path).
     let mut last_frame = Instant::now();
     let idle = tokio::time::sleep(hb);
-    // The waits that outlive one frame are made once, not per iteration.
-    let shutdown = s.app.shutdown.clone();
-    let shutdown = shutdown.cancelled();
-    let kicked = kicks.kicked();
-    tokio::pin!(idle, shutdown, kicked);
+    tokio::pin!(idle);
     loop {
         tokio::select! {
-            _ = &mut shutdown => return s.close(CLOSE_GOING_AWAY, "server shutting down").await,
-            kick = &mut kicked => {
+            kick = kicks.kicked() => {
                 return match kick {
                     Kick::Replaced => {
                         let e = ApiError::new(ErrorCode::ConnectionReused, "websocket connection reused (previous connection closed)");
@@ -260,6 +260,7 @@ async fn connected(mut s: Session, org: crate::model::Org) -> End {
                     }
                     Kick::TokenReset => s.close(CLOSE_POLICY, "token reset").await,
                     Kick::Disabled => s.close(CLOSE_POLICY, "API disabled").await,
+                    Kick::ShuttingDown => s.close(CLOSE_GOING_AWAY, "server shutting down").await,
                 };
             }
             incoming = recv(&mut s.socket) => {
