@@ -622,7 +622,9 @@ impl Deliveries {
         let window = READY_PER_SLOT * inner.config.webhook_concurrency.max(1);
         let ready = w.queue.range(..(now_ms() + 1, 0)).take(window).count();
         let room = MAX_QUEUED.saturating_sub(w.queue.len()).min(window - ready);
-        if room > 0 && inner.store.last_seq(&w.org)? > w.cursor {
+        // Read in batches of at least half the window: a range read per
+        // finished attempt cost more than the reads themselves.
+        if room >= window.div_ceil(2) && inner.store.last_seq(&w.org)? > w.cursor {
             let events = inner.store.events_after(&w.org, w.cursor, room.min(1024))?;
             let now = now_ms();
             let next_attempt = Some(iso_of_ms(now));
