@@ -14,8 +14,8 @@ use subtle::ConstantTimeEq;
 /// Who sent a command.
 #[derive(Debug, Clone)]
 pub enum Caller {
-    /// An organization, by its API token.
-    Org(Org),
+    /// An organization, by its API token (shared with the token cache).
+    Org(std::sync::Arc<Org>),
     /// The instance administrator (`admin_token`).
     Admin,
 }

@@ -103,7 +103,7 @@ struct Inner {
 #[derive(Default)]
 struct OrgCache {
     generation: u64,
-    map: HashMap<String, Org>,
+    map: HashMap<String, Arc<Org>>,
 }
 
 /// A committed batch waiting for its flush: its events and its waiter.
@@ -204,8 +204,9 @@ impl Store {
             .is_none())
     }
 
-    /// The organization whose token hashes to `token_sha256` (hex), if any.
-    pub fn org_by_token(&self, token_sha256: &str) -> Result<Option<Org>, StoreError> {
+    /// The organization whose token hashes to `token_sha256` (hex), if any;
+    /// shared with the cache, so a hit copies nothing.
+    pub fn org_by_token(&self, token_sha256: &str) -> Result<Option<Arc<Org>>, StoreError> {
         let generation = {
             let cache = self.org_cache_read();
             if let Some(org) = cache.map.get(token_sha256) {
@@ -216,7 +217,9 @@ impl Store {
         let Some(id) = self.inner.db.get(key(&["tok", token_sha256]))? else {
             return Ok(None);
         };
-        let org: Option<Org> = self.get(&key(&["org", &String::from_utf8_lossy(&id)]))?;
+        let org: Option<Arc<Org>> = self
+            .get::<Org>(&key(&["org", &String::from_utf8_lossy(&id)]))?
+            .map(Arc::new);
         if let Some(org) = &org {
             let mut cache = self.org_cache_write();
             if cache.generation == generation {

@@ -168,7 +168,9 @@ async fn session(socket: WebSocket, app: AppState, _permit: ConnPermit) {
 
 /// Waits for `connect` and authenticates it. `Err(Some(close))` when the
 /// socket must be closed with that code, `Err(None)` when it is gone.
-async fn handshake(s: &mut Session) -> Result<crate::model::Org, Option<(u16, &'static str)>> {
+async fn handshake(
+    s: &mut Session,
+) -> Result<std::sync::Arc<crate::model::Org>, Option<(u16, &'static str)>> {
     let deadline = Instant::now() + s.app.ctx.config.heartbeat_timeout();
     // Pings may come first; anything else that is not a `connect` object
     // gets 1019 (naming the cmd it carried), then the socket is closed.
@@ -226,7 +228,7 @@ async fn handshake(s: &mut Session) -> Result<crate::model::Org, Option<(u16, &'
 }
 
 /// The connected loop: commands in, replies and events out.
-async fn connected(mut s: Session, org: crate::model::Org) -> End {
+async fn connected(mut s: Session, org: std::sync::Arc<crate::model::Org>) -> End {
     let ctx = s.app.ctx.clone();
     // Subscribe before acknowledging, so that no event falls in between.
     let mut events = ctx.bus.subscribe(&org.id);
