@@ -244,8 +244,8 @@ async fn connected(mut s: Session, org: std::sync::Arc<crate::model::Org>) -> En
     let caller = Caller::Org(org);
     let hb = ctx.config.heartbeat_timeout();
     // One timer for the session. A frame only notes its time; the timer is
-    // moved when it fires early, not on every frame (re-arming a timer per
-    // frame costs more than the command on this path).
+    // moved when it fires early, not on every frame (re-arming it was a
+    // timer-wheel update per command).
     let mut last_frame = Instant::now();
     let idle = tokio::time::sleep(hb);
     tokio::pin!(idle);
