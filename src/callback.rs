@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::model::CallbackJob;
 use crate::secrets::Sealer;
 use crate::store::{Store, StoreError};
-use crate::webhook::{guarded_client, now_ms, parse_retry_after, retry_delay};
+use crate::webhook::{guarded_client, now_ms, retry_after_of, retry_delay};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -149,12 +149,7 @@ async fn attempt(inner: &Inner, key: &[u8], mut job: CallbackJob) -> Result<(), 
         Ok(r) if r.status().is_success() => (true, None, None),
         Ok(r) => {
             let status = r.status().as_u16();
-            let ra = matches!(status, 429 | 503)
-                .then(|| r.headers().get("retry-after"))
-                .flatten()
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            (false, ra, Some(format!("HTTP {status}")))
+            (false, retry_after_of(&r), Some(format!("HTTP {status}")))
         }
         Err(e) => (false, None, Some(crate::webhook::error_chain(&e))),
     };

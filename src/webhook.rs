@@ -715,19 +715,11 @@ impl Deliveries {
                 .send()
                 .await;
             match res {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let retry_after = matches!(status, 429 | 503)
-                        .then(|| r.headers().get("retry-after"))
-                        .flatten()
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_retry_after);
-                    Outcome {
-                        status: Some(status),
-                        error: None,
-                        retry_after,
-                    }
-                }
+                Ok(r) => Outcome {
+                    status: Some(r.status().as_u16()),
+                    error: None,
+                    retry_after: retry_after_of(&r),
+                },
                 Err(e) => fail(error_chain(&e)),
             }
         }
@@ -882,6 +874,16 @@ pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
         }
     };
     Some(Duration::from_secs(secs.min(86_400)))
+}
+
+/// The delay a 429 or 503 response asks for in `Retry-After`; `None` for
+/// other statuses or without a readable header.
+pub(crate) fn retry_after_of(r: &reqwest::Response) -> Option<Duration> {
+    matches!(r.status().as_u16(), 429 | 503)
+        .then(|| r.headers().get("retry-after"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
