@@ -76,14 +76,19 @@ pub fn new_secret() -> Secret {
     ))
 }
 
-/// Checks a given secret: `whsec_` + base64 of at least 24 bytes.
-pub fn check_secret(s: &str) -> Result<(), String> {
+/// The key bytes of a `whsec_` + base64 secret.
+fn secret_key(s: &str) -> Result<Vec<u8>, String> {
     let b64 = s
         .strip_prefix("whsec_")
         .ok_or("secret must start with whsec_")?;
-    let key = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|_| "secret must be whsec_ + base64")?;
+        .map_err(|_| "secret must be whsec_ + base64".into())
+}
+
+/// Checks a given secret: `whsec_` + base64 of at least 24 bytes.
+pub fn check_secret(s: &str) -> Result<(), String> {
+    let key = secret_key(s)?;
     if key.len() < 24 {
         return Err("secret must hold at least 24 bytes".into());
     }
@@ -293,8 +298,7 @@ impl Signer {
             .secrets
             .iter()
             .filter_map(|s| {
-                let b64 = s.secret.expose().strip_prefix("whsec_")?;
-                let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+                let key = secret_key(s.secret.expose()).ok()?;
                 Some((HmacSha256::new_from_slice(&key).ok()?, s.expires_ms))
             })
             .collect();
