@@ -10,5 +10,6 @@ mod lifecycle;
 mod limits;
 mod protocol;
 mod session;
+mod upgrade;
 mod webhooks;
 mod whatsapp;

@@ -20,17 +20,17 @@ use std::time::{Duration, Instant};
 use wiremock::matchers::{body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-const BOT: u64 = 3941;
-const WABA: &str = "102290129340398";
-const PNID: &str = "106540352242922";
-const ACCESS_TOKEN: &str = "EAAGm0PX4ZCpsBAtest-access-token";
-const APP_SECRET: &str = "0f4c1b2a-app-secret";
-const VERIFY_TOKEN: &str = "verify-me-7";
-const CUSTOMER: &str = "16505551234";
-const PHONE: &str = "+447922029419";
+pub(crate) const BOT: u64 = 3941;
+pub(crate) const WABA: &str = "102290129340398";
+pub(crate) const PNID: &str = "106540352242922";
+pub(crate) const ACCESS_TOKEN: &str = "EAAGm0PX4ZCpsBAtest-access-token";
+pub(crate) const APP_SECRET: &str = "0f4c1b2a-app-secret";
+pub(crate) const VERIFY_TOKEN: &str = "verify-me-7";
+pub(crate) const CUSTOMER: &str = "16505551234";
+pub(crate) const PHONE: &str = "+447922029419";
 
 /// Meta's documented text message webhook.
-fn text_webhook(wamid: &str, body: &str, context: Option<&str>) -> Value {
+pub(crate) fn text_webhook(wamid: &str, body: &str, context: Option<&str>) -> Value {
     text_webhook_from(CUSTOMER, wamid, body, context)
 }
 
@@ -82,7 +82,7 @@ fn image_webhook(wamid: &str) -> Value {
 }
 
 /// Meta's documented status webhook; `failed` carries an `errors[]` entry.
-fn status_webhook(wamid: &str, status: &str, recipient: &str) -> Value {
+pub(crate) fn status_webhook(wamid: &str, status: &str, recipient: &str) -> Value {
     let mut st = json!({
         "id": wamid,
         "status": status,
@@ -147,12 +147,12 @@ fn template(name: &str, language: &str, status: &str, body: &str) -> Value {
 
 /// The fake Graph API: two pages of templates and a send endpoint that
 /// answers with a fresh `wamid` per request.
-struct FakeGraph {
+pub(crate) struct FakeGraph {
     server: MockServer,
 }
 
 impl FakeGraph {
-    async fn start() -> FakeGraph {
+    pub(crate) async fn start() -> FakeGraph {
         let server = MockServer::start().await;
         let next = format!(
             "{}/v23.0/{WABA}/message_templates?limit=100&after=MQZDZD",
@@ -201,12 +201,12 @@ impl FakeGraph {
         FakeGraph { server }
     }
 
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("{}/v23.0", self.server.uri())
     }
 
     /// The message sends received so far.
-    async fn sends(&self) -> Vec<Value> {
+    pub(crate) async fn sends(&self) -> Vec<Value> {
         self.server
             .received_requests()
             .await
@@ -245,18 +245,18 @@ async fn wa_gateway(
     gw
 }
 
-fn channel_url(gw: &TestGateway, bot: u64) -> String {
+pub(crate) fn channel_url(gw: &TestGateway, bot: u64) -> String {
     format!("http://{}/channels/whatsapp/{bot}", gw.gw().addr)
 }
 
-fn sign(secret: &str, body: &[u8]) -> String {
+pub(crate) fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// POSTs `payload` to the bot's inbound URL, signed with the app secret.
-async fn inbound(gw: &TestGateway, payload: &Value) -> u16 {
+pub(crate) async fn inbound(gw: &TestGateway, payload: &Value) -> u16 {
     let body = payload.to_string();
     gw.http
         .post(channel_url(gw, BOT))
@@ -270,13 +270,13 @@ async fn inbound(gw: &TestGateway, payload: &Value) -> u16 {
         .as_u16()
 }
 
-async fn ack_of(gw: &TestGateway, mid: &str) -> Value {
+pub(crate) async fn ack_of(gw: &TestGateway, mid: &str) -> Value {
     let (s, r) = gw.cmd("GetMessageDetails", json!({"mid": mid})).await;
     assert_eq!(s, 200, "{r}");
     r
 }
 
-async fn send_template(gw: &TestGateway, phone: &str, extra: Value) -> (u16, Value) {
+pub(crate) async fn send_template(gw: &TestGateway, phone: &str, extra: Value) -> (u16, Value) {
     let mut fields = json!({"botID": BOT, "phone": phone, "templateName": "order_confirmation",
         "language": "en", "parameters": [{"type": "text", "text": "David"}, {"type": "text", "text": "ORD-12345"}]});
     for (k, v) in extra.as_object().unwrap() {
@@ -286,7 +286,7 @@ async fn send_template(gw: &TestGateway, phone: &str, extra: Value) -> (u16, Val
 }
 
 /// Waits until `server` has received `n` requests; returns their JSON bodies.
-async fn callbacks(server: &MockServer, n: usize) -> Vec<Request> {
+pub(crate) async fn callbacks(server: &MockServer, n: usize) -> Vec<Request> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let got = server.received_requests().await.unwrap_or_default();
