@@ -2,14 +2,11 @@
 //!
 //! A token is 40 lowercase hex characters (160 bits from the OS CSPRNG), as
 //! in the reference's examples. Only its SHA-256 is stored; the admin token
-//! is compared by hash in constant time.
+//! is compared by hash in constant time ([`crate::ctx::Ctx::authenticate`]).
 
-use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
-use crate::Ctx;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 /// Who sent a command.
 #[derive(Debug, Clone)]
@@ -43,27 +40,4 @@ pub fn hash_token(token: &str) -> String {
     hex::encode_to_slice(Sha256::digest(token.as_bytes()), &mut out)
         .expect("64 hex digits for 32 bytes");
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Resolves `token` to its caller. Errors: 1000 when absent or empty, 1001
-/// when it matches neither an organization nor the admin token.
-pub fn authenticate(ctx: &Ctx, token: Option<&str>) -> Result<Caller, ApiError> {
-    let token = match token.map(str::trim) {
-        None | Some("") => return Err(ApiError::new(ErrorCode::MissingToken, "missing API token")),
-        Some(t) => t,
-    };
-    let hash = hash_token(token);
-    if let Some(admin_hash) = &ctx.admin_sha256 {
-        if bool::from(admin_hash.as_bytes().ct_eq(hash.as_bytes())) {
-            return Ok(Caller::Admin);
-        }
-    }
-    match ctx.store.org_by_token(&hash)? {
-        Some(org) if org.disabled => Err(ApiError::new(
-            ErrorCode::InvalidToken,
-            "API access is disabled for this organization",
-        )),
-        Some(org) => Ok(Caller::Org(org)),
-        None => Err(ApiError::new(ErrorCode::InvalidToken, "invalid API token")),
-    }
 }

@@ -4,41 +4,12 @@
 //!
 //! Secrets are wrapped in [`Secret`], whose `Debug` never prints the value.
 
+pub use crate::secrets::Secret;
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// A secret string: `Debug` and `Display` print `[redacted]`.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps `s`.
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    /// The secret itself; never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Secret, Self::Err> {
-        Ok(Secret(s.to_string()))
-    }
-}
 
 /// Every setting of the gateway, with its default.
 #[derive(Debug, Clone, Deserialize)]
@@ -95,31 +66,36 @@ pub struct Config {
     /// base64 of 32 random bytes (`openssl rand -base64 32`). Unset: stored
     /// plainly (never logged, never returned).
     pub secrets_key: Option<Secret>,
-    /// Graph API base URL with its pinned version, for bots that set none.
-    /// Default `https://graph.facebook.com/v23.0`.
+    /// WhatsApp: Graph API base URL with its pinned version, for bots that
+    /// set none. Default `https://graph.facebook.com/v23.0`.
     pub graph_base_url: String,
-    /// Seconds one Graph API request may take. Default 10.
-    pub graph_timeout: f64,
-    /// Delays in seconds before each retry of a send that failed on a
-    /// transient error (5xx, timeout, connection); its length is the number
-    /// of retries. Default `[0.5, 2]`.
-    pub graph_retry_schedule: Vec<f64>,
+    /// Seconds one request to a provider (Graph API, …) may take. Default
+    /// 10. Also read as `graph_timeout`.
+    #[serde(alias = "graph_timeout")]
+    pub provider_timeout: f64,
+    /// Delays in seconds before each retry of a provider call that failed
+    /// on a transient error (5xx, timeout, connection); its length is the
+    /// number of retries. Default `[0.5, 2]`. Also read as
+    /// `graph_retry_schedule`.
+    #[serde(alias = "graph_retry_schedule")]
+    pub provider_retry_schedule: Vec<f64>,
     /// Messages per second to one phone number (reference: 1); 0 disables.
     pub phone_rate_limit: u32,
     /// Messages per second per token (reference: 10); 0 disables.
     pub send_rate_limit: u32,
-    /// Seconds between template cache syncs of each WhatsApp bot. Default 3600.
+    /// Seconds between template cache syncs of each bot whose channel has
+    /// templates (WhatsApp). Default 3600.
     pub template_refresh: f64,
     /// Bots to create or update at start (config file only), e.g.
-    /// `[[bots]]` with `botID`, `kind`, `name` and a WhatsApp bot's
-    /// `phone_number_id`, `waba_id`, `access_token`, `app_secret`,
-    /// `verify_token`, `graph_base_url`; `org` defaults to `default`.
+    /// `[[bots]]` with `botID`, `kind`, `name` and the settings of its
+    /// channel (WhatsApp: `phone_number_id`, `waba_id`, `access_token`,
+    /// `app_secret`, `verify_token`, `graph_base_url`); `org` defaults to
+    /// `default`.
     pub bots: Vec<BotConfig>,
 }
 
 /// A bot of the config file (`[[bots]]`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BotConfig {
     /// Organization id. Default `default`.
     #[serde(default = "default_org")]
@@ -132,24 +108,11 @@ pub struct BotConfig {
     /// Display name.
     #[serde(default)]
     pub name: Option<String>,
-    /// WhatsApp: business phone number id.
-    #[serde(default)]
-    pub phone_number_id: Option<String>,
-    /// WhatsApp: business account id.
-    #[serde(default)]
-    pub waba_id: Option<String>,
-    /// WhatsApp: Graph API base URL.
-    #[serde(default)]
-    pub graph_base_url: Option<String>,
-    /// WhatsApp: access token.
-    #[serde(default)]
-    pub access_token: Option<Secret>,
-    /// WhatsApp: app secret.
-    #[serde(default)]
-    pub app_secret: Option<Secret>,
-    /// WhatsApp: webhook verify token.
-    #[serde(default)]
-    pub verify_token: Option<Secret>,
+    /// The settings of its channel (`crate::channel::SETTINGS`), e.g. a
+    /// WhatsApp bot's `access_token`; every value is redacted in `Debug`.
+    /// Unknown names are refused at start.
+    #[serde(flatten)]
+    pub settings: std::collections::BTreeMap<String, Secret>,
 }
 
 fn default_org() -> String {
@@ -184,8 +147,8 @@ impl Default for Config {
             webhook_secret_overlap: 86400.0,
             secrets_key: None,
             graph_base_url: "https://graph.facebook.com/v23.0".into(),
-            graph_timeout: 10.0,
-            graph_retry_schedule: vec![0.5, 2.0],
+            provider_timeout: 10.0,
+            provider_retry_schedule: vec![0.5, 2.0],
             phone_rate_limit: 1,
             send_rate_limit: 10,
             template_refresh: 3600.0,
@@ -270,12 +233,21 @@ pub struct ServeArgs {
     /// Graph API base URL [default: https://graph.facebook.com/v23.0].
     #[arg(long, env = "CONVGATE_GRAPH_BASE_URL")]
     pub graph_base_url: Option<String>,
-    /// Seconds per Graph API request [default: 10].
-    #[arg(long, env = "CONVGATE_GRAPH_TIMEOUT")]
-    pub graph_timeout: Option<f64>,
-    /// Comma-separated delays before each retry of a transient send failure [default: 0.5,2].
-    #[arg(long, env = "CONVGATE_GRAPH_RETRY_SCHEDULE", value_delimiter = ',')]
-    pub graph_retry_schedule: Option<Vec<f64>>,
+    /// Seconds per provider request [default: 10] (alias --graph-timeout,
+    /// CONVGATE_GRAPH_TIMEOUT).
+    #[arg(long, env = "CONVGATE_PROVIDER_TIMEOUT", alias = "graph-timeout")]
+    pub provider_timeout: Option<f64>,
+    /// Comma-separated delays before each retry of a transient provider
+    /// failure [default: 0.5,2] (alias --graph-retry-schedule,
+    /// CONVGATE_GRAPH_RETRY_SCHEDULE).
+    #[arg(
+        long,
+        env = "CONVGATE_PROVIDER_RETRY_SCHEDULE",
+        alias = "graph-retry-schedule",
+        value_delimiter = ','
+    )]
+    pub provider_retry_schedule: Option<Vec<f64>>,
+
     /// Messages per second to one phone number, 0 = unlimited [default: 1].
     #[arg(long, env = "CONVGATE_PHONE_RATE_LIMIT")]
     pub phone_rate_limit: Option<u32>,
@@ -321,9 +293,36 @@ impl Config {
         overlay!(listen, data_dir, allow_plaintext, heartbeat_timeout, max_sockets_per_token,
             max_message_bytes, max_body_bytes, max_connections, socket_queue, write_timeout,
             rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
-            webhook_concurrency, webhook_secret_overlap, graph_base_url, graph_timeout,
-            graph_retry_schedule, phone_rate_limit, send_rate_limit, template_refresh;
+            webhook_concurrency, webhook_secret_overlap, graph_base_url, phone_rate_limit,
+            send_rate_limit, template_refresh;
             tls_cert, tls_key, admin_token, bootstrap_token, secrets_key);
+        // The old environment names, when the new ones are not given.
+        let old = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let invalid = |name: &str| ConfigError::Invalid(format!("{name} must be seconds"));
+        match (args.provider_timeout, old("CONVGATE_GRAPH_TIMEOUT")) {
+            (Some(v), _) => cfg.provider_timeout = v,
+            (None, Some(v)) => {
+                cfg.provider_timeout = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid("CONVGATE_GRAPH_TIMEOUT"))?
+            }
+            (None, None) => {}
+        }
+        match (
+            args.provider_retry_schedule,
+            old("CONVGATE_GRAPH_RETRY_SCHEDULE"),
+        ) {
+            (Some(v), _) => cfg.provider_retry_schedule = v,
+            (None, Some(v)) => {
+                cfg.provider_retry_schedule = v
+                    .split(',')
+                    .map(|d| d.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| invalid("CONVGATE_GRAPH_RETRY_SCHEDULE"))?
+            }
+            (None, None) => {}
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -352,14 +351,14 @@ impl Config {
         {
             return bad("webhook_retry_schedule needs at least one delay, each >= 0 seconds");
         }
-        if !positive(self.graph_timeout)
+        if !positive(self.provider_timeout)
             || !positive(self.template_refresh)
             || self
-                .graph_retry_schedule
+                .provider_retry_schedule
                 .iter()
                 .any(|d| !d.is_finite() || *d < 0.0)
         {
-            return bad("graph_timeout and template_refresh must be positive, graph_retry_schedule delays >= 0");
+            return bad("provider_timeout and template_refresh must be positive, provider_retry_schedule delays >= 0");
         }
         if reqwest::Url::parse(&self.graph_base_url).is_err() {
             return bad("graph_base_url must be an absolute URL");
@@ -452,5 +451,17 @@ mod tests {
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.heartbeat_timeout(), Duration::from_millis(500));
         assert!(toml::from_str::<Config>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn old_provider_names_still_read_and_bot_settings_stay_redacted() {
+        let cfg: Config = toml::from_str(
+            "graph_timeout = 3.0\ngraph_retry_schedule = [1.0]\n[[bots]]\nbotID = 1\nkind = \"whatsapp\"\naccess_token = \"EAAG-secret\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.provider_timeout, 3.0);
+        assert_eq!(cfg.provider_retry_schedule, vec![1.0]);
+        assert_eq!(cfg.bots[0].settings["access_token"].expose(), "EAAG-secret");
+        assert!(!format!("{cfg:?}").contains("EAAG-secret"));
     }
 }

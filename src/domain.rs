@@ -1,24 +1,13 @@
 //! Validated values, parsed once at the edge and carried as types so that a
 //! handler cannot forget a check: phone numbers, emails, names, notes, tags,
-//! bot kinds and uids, plus the protocol's timestamp format.
+//! bot kinds and uids, and the `CreatedDate` filter.
 //!
 //! Each parser returns the reference's `errorCode` for its field (Convrs
 //! reference, "API Error Codes" and "Phone Number Formats").
 
 use crate::error::{ApiError, ErrorCode};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-/// Formats `t` as the protocol's timestamp: ISO 8601 UTC with milliseconds,
-/// e.g. `2020-04-29T14:34:34.376Z` (reference, "Heartbeat").
-pub fn iso_millis(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// The current time in the protocol's timestamp format; see [`iso_millis`].
-pub fn now_iso() -> String {
-    iso_millis(Utc::now())
-}
 
 /// A phone number in E.164 form (`+447922029419`).
 ///
@@ -220,7 +209,7 @@ pub fn parse_description(input: &str) -> Result<String, ApiError> {
 }
 
 /// The messaging platform of a bot (extension `CreateBot`'s `kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BotKind {
     /// WhatsApp Cloud API; uid channel `wa3`, `bot` "WA3".
@@ -388,7 +377,7 @@ mod tests {
     #[test]
     fn created_date_accepts_the_reference_example() {
         let t = parse_created_date("2020-03-01T00:00:00").unwrap();
-        assert_eq!(iso_millis(t), "2020-03-01T00:00:00.000Z");
+        assert_eq!(crate::time::iso_millis(t), "2020-03-01T00:00:00.000Z");
         assert!(parse_created_date("2020-03-01T00:00:00.000Z").is_ok());
         assert_eq!(
             parse_created_date("yesterday").unwrap_err().code,

@@ -176,10 +176,3 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> ApiError {
-        tracing::error!(error = %e, "store failure");
-        ApiError::internal()
-    }
-}

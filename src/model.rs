@@ -3,10 +3,11 @@
 //! These are the store's vocabulary (it never speaks sled's) and, for
 //! [`User`], exactly the reference's "User Object Fields" on the wire.
 
-use crate::config::Secret;
 use crate::domain::BotKind;
+use crate::secrets::Secret;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A tenant: everything else is scoped by its `id`. One API token per
 /// organization, kept only as its SHA-256 hash (`token_sha256`, hex).
@@ -36,11 +37,13 @@ impl std::fmt::Debug for Org {
     }
 }
 
-/// A bot (extension `CreateBot`): the channel users belong to. Stored as
-/// is; replies show [`Bot::view`], never the sealed credentials.
+/// A bot (extension `CreateBot`): the channel users belong to, with its
+/// channel's settings ([`crate::channel::SETTINGS`]). Replies show
+/// [`crate::bots::view`], never the sealed values.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Bot {
-    /// The reference's numeric `botID`, unique within the organization.
+    /// The reference's numeric `botID`, unique on the instance (inbound
+    /// provider URLs carry only the botID).
     #[serde(rename = "botID")]
     pub id: u64,
     /// The messaging platform.
@@ -49,32 +52,12 @@ pub struct Bot {
     pub name: String,
     /// ISO 8601 UTC creation time.
     pub created: String,
-    /// WhatsApp Cloud API settings (`kind` whatsapp only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub whatsapp: Option<WhatsAppBot>,
-}
-
-impl Bot {
-    /// The bot as replies show it: credentials only as `…_set` flags.
-    pub fn view(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "botID": self.id,
-            "kind": self.kind,
-            "name": self.name,
-            "created": self.created,
-        });
-        if let Some(w) = &self.whatsapp {
-            v["whatsapp"] = serde_json::json!({
-                "phone_number_id": w.phone_number_id,
-                "waba_id": w.waba_id,
-                "graph_base_url": w.graph_base_url,
-                "access_token_set": w.access_token.is_some(),
-                "app_secret_set": w.app_secret.is_some(),
-                "verify_token_set": w.verify_token.is_some(),
-            });
-        }
-        v
-    }
+    /// Plain settings of its channel (e.g. WhatsApp `phone_number_id`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+    /// Secret settings of its channel (e.g. WhatsApp `access_token`), sealed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, Sealed>,
 }
 
 /// A value sealed by [`crate::secrets::Sealer`] (`enc:v1:…` or `plain:…`);
@@ -87,25 +70,6 @@ impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[sealed]")
     }
-}
-
-/// A WhatsApp bot's Cloud API settings (Meta "Get started": phone number ID,
-/// WhatsApp Business Account ID, a system user access token, the app secret
-/// that signs webhooks, and the verify token of the subscription handshake).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WhatsAppBot {
-    /// The business phone number's id: sends go to `/{phone_number_id}/messages`.
-    pub phone_number_id: String,
-    /// The WhatsApp Business Account id: templates come from `/{waba_id}/message_templates`.
-    pub waba_id: String,
-    /// Graph API base URL with its version; `None`: the instance default.
-    pub graph_base_url: Option<String>,
-    /// Bearer token for the Graph API, sealed.
-    pub access_token: Option<Sealed>,
-    /// App secret keying `X-Hub-Signature-256`, sealed.
-    pub app_secret: Option<Sealed>,
-    /// `hub.verify_token` expected by the handshake, sealed.
-    pub verify_token: Option<Sealed>,
 }
 
 /// Who wrote a message (reference, GetConversationsFlat `sender`).
@@ -147,41 +111,33 @@ pub struct Message {
     pub typ: String,
     /// Text, caption, or a rendered template body.
     pub msg: String,
-    /// Media id of a media message (Graph API media object).
+    /// Provider media id of a media message.
     #[serde(default)]
     pub media_id: Option<String>,
     /// ISO 8601 UTC time with milliseconds.
     pub dt: String,
     /// Acknowledgement code (reference, "Message Acknowledgement Codes").
     pub ack: i8,
-    /// The provider's id (`wamid.…`), once known.
-    #[serde(default)]
-    pub wamid: Option<String>,
+    /// The provider's message id (WhatsApp `wamid.…`), once known
+    /// (`wamid` in records of the WhatsApp-only layout).
+    #[serde(default, alias = "wamid")]
+    pub provider_id: Option<String>,
     /// Template name and language of a template send.
     #[serde(default)]
     pub template: Option<(String, String)>,
-    /// Provider error code when `ack` is -1 or -2.
-    #[serde(default)]
-    pub whatsapp_error_code: Option<i64>,
+    /// Provider error code when `ack` is -1 or -2 (replies name it after
+    /// the channel, e.g. `whatsappErrorCode`).
+    #[serde(default, alias = "whatsapp_error_code")]
+    pub error_code: Option<i64>,
     /// Provider error description when `ack` is -1 or -2.
-    #[serde(default)]
-    pub whatsapp_error_desc: Option<String>,
+    #[serde(default, alias = "whatsapp_error_desc")]
+    pub error_desc: Option<String>,
     /// Delivery-status callback of the send.
     #[serde(default)]
     pub callback: Option<CallbackSpec>,
     /// Agent the send was assigned to.
     #[serde(default)]
     pub agent_email: Option<String>,
-}
-
-/// Per-user WhatsApp state: the customer-service window and the last
-/// template sent (a reply moves its ack to 10).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct WaUserState {
-    /// Unix ms of the user's last inbound message (window opens there for 24 h).
-    pub last_inbound_ms: Option<i64>,
-    /// `mid` of the last template sent to the user.
-    pub last_template_mid: Option<String>,
 }
 
 /// An agent of the organization (extension `CreateAgent`).
@@ -208,13 +164,13 @@ pub struct IdempotentReply {
     pub created_ms: i64,
 }
 
-/// The templates of a WhatsApp bot as last synced from the Graph API.
+/// The templates of a bot as last synced from its provider.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TemplateCache {
     /// Unix ms of the last successful sync.
     pub synced_ms: i64,
-    /// Template objects as the Graph API returns them (`name`, `language`,
-    /// `status`, `category`, `components`, `id`).
+    /// Template objects as the provider lists them (WhatsApp: `name`,
+    /// `language`, `status`, `category`, `components`, `id`).
     pub templates: Vec<serde_json::Value>,
 }
 

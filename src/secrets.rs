@@ -1,6 +1,7 @@
-//! Secrets at rest: provider credentials (a WhatsApp bot's access token, app
-//! secret and verify token) and callback headers are sealed with the
-//! instance's `secrets_key` before they reach the store.
+//! Secrets: [`Secret`] keeps a value out of logs and `Debug`; [`Sealer`]
+//! seals provider credentials (every secret setting of a bot's channel) and
+//! callback headers with the instance's `secrets_key` before they reach the
+//! store.
 //!
 //! Sealing is XChaCha20-Poly1305 (RustCrypto `chacha20poly1305`, an AEAD)
 //! with a random 24-byte nonce per value, stored as
@@ -9,11 +10,41 @@
 //! rest" then needs a key: README says so); a key configured later opens
 //! both forms, and every value written from then on is sealed.
 
-use crate::config::Secret;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+
+/// A secret string: `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `s`.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
 
 const SEALED: &str = "enc:v1:";
 const PLAIN: &str = "plain:";

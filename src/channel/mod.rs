@@ -1,9 +1,324 @@
-//! Channel adapters: the only code that talks to messaging providers.
+//! Channels: the only code that talks to messaging providers.
 //!
-//! - [`whatsapp`]: the WhatsApp Cloud API (Meta Graph API): sends, the
-//!   template list, and the types and signature of its webhooks.
+//! Every provider implements one interface, [`Channel`], and is registered
+//! once in [`Registry::builtin`]. The rest of convgate speaks only the
+//! neutral vocabulary below: a bot's [`Settings`], [`Content`] to send, a
+//! [`SendError`] classified as transient or permanent, and the
+//! [`Inbound`] events a provider's webhook means. What those mean for users,
+//! messages and acks is [`crate::messages`]; the provider-facing HTTP route
+//! (`/channels/{kind}/{botID}`) is [`crate::transport::inbound`].
 //!
-//! Adapters only translate: what a send or a webhook means for users,
-//! messages and acks lives in [`crate::messages`].
+//! - [`whatsapp`]: the WhatsApp Cloud API (Meta Graph API).
+//!
+//! # Adding a channel
+//! A folder `channel/<kind>/` with a type implementing [`Channel`] (send,
+//! verify, parse) and its settings, then two lines here: the settings in
+//! [`SETTINGS`] and the channel in [`Registry::builtin`].
+//! Bot settings, sealing, the inbound route, idempotency, acks, callbacks
+//! and events come with the interface.
+//!
+//! # Why a trait object
+//! Channels differ in everything but their shape, are few, and are chosen
+//! per bot at run time; a `dyn Channel` per kind keeps each provider's code
+//! in its own folder and keeps every caller free of `match kind` (an enum
+//! over adapters would put each provider's name into every dispatching
+//! function). The cost, one boxed future per provider call, is nothing next
+//! to the provider's HTTP round trip.
 
 pub mod whatsapp;
+
+use crate::domain::{BotKind, E164};
+use crate::error::ApiError;
+use crate::secrets::Secret;
+use axum::http::HeaderMap;
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// One setting of a channel's bots: a `CreateBot`/`UpdateBot` field and a
+/// `[[bots]]` key. Secret settings are sealed at rest and shown only as
+/// `<name>_set`; URL settings must pass the outbound address policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingSpec {
+    /// Field name, e.g. `access_token`.
+    pub name: &'static str,
+    /// Sealed at rest, never returned.
+    pub secret: bool,
+    /// An absolute URL checked by [`crate::net::check_url`].
+    pub url: bool,
+}
+
+/// A bot's settings, opened for one use (secrets unsealed); `Debug` shows
+/// only their names.
+#[derive(Clone, Default)]
+pub struct Settings {
+    values: BTreeMap<String, Secret>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.values.keys()).finish()
+    }
+}
+
+impl Settings {
+    /// Settings from `(name, value)` pairs.
+    pub fn new(values: impl IntoIterator<Item = (String, Secret)>) -> Settings {
+        Settings {
+            values: values.into_iter().collect(),
+        }
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(Secret::expose)
+    }
+}
+
+/// Who a send goes to on the channel: the provider's address of the user
+/// (WhatsApp: the number's digits) and, for phone-based channels, the
+/// number (the per-phone rate limit applies to it).
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    /// The provider's address of the user.
+    pub address: String,
+    /// The user's number, for phone-based channels.
+    pub phone: Option<E164>,
+}
+
+/// What to send, in neutral terms.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// Free text.
+    Text {
+        /// The text.
+        body: String,
+    },
+    /// An approved template (WhatsApp "message templates").
+    Template {
+        /// Template name.
+        name: String,
+        /// Language code as the provider lists it.
+        language: String,
+        /// Parameters of the body component, in order.
+        body: Vec<Value>,
+        /// Parameters of the header component, if any.
+        header: Option<Vec<Value>>,
+    },
+}
+
+/// Why a send failed, classified for retries, acks and replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// No answer from the provider (connection failure, timeout, or a 5xx
+    /// after the channel's retries on `provider_retry_schedule`): 2003.
+    Unreachable(String),
+    /// The provider refused the message: its error code and description.
+    /// `recipient_gone`: the recipient cannot be reached on this channel at
+    /// all (WhatsApp: not on WhatsApp, ack -2); otherwise ack -1.
+    Rejected {
+        /// The provider's error code (e.g. Graph 131047).
+        code: i64,
+        /// The provider's description.
+        desc: String,
+        /// The recipient is gone, blocked or unsubscribed.
+        recipient_gone: bool,
+    },
+}
+
+/// A message from a user, as a provider's webhook reports it.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    /// The user's address on the channel (uid suffix: `<botID>-<ch>-<from>`).
+    pub from: String,
+    /// The user's number in E.164, for phone-based channels.
+    pub phone: Option<String>,
+    /// The sender's profile name, empty when unknown.
+    pub name: String,
+    /// The provider's message id (dedupe: a redelivery has no second effect).
+    pub provider_id: String,
+    /// Unix ms when the user sent it, when the provider says.
+    pub at_ms: Option<i64>,
+    /// `typ` of the conversation row (text, image, …).
+    pub typ: String,
+    /// Text or caption.
+    pub text: String,
+    /// Provider media id of a media message.
+    pub media_id: Option<String>,
+    /// Provider id of the message this one quotes, if any.
+    pub reply_to: Option<String>,
+}
+
+/// A delivery status of a message convgate sent.
+#[derive(Debug, Clone)]
+pub struct StatusUpdate {
+    /// The provider's message id.
+    pub provider_id: String,
+    /// convgate's `mid`, when the provider echoes the reference the send
+    /// carried (so a crash that lost the provider id loses nothing).
+    pub reference: Option<String>,
+    /// The ack it means (reference, "Message Acknowledgement Codes").
+    pub ack: i8,
+    /// The provider's error code and description of a failure.
+    pub error: Option<(i64, String)>,
+    /// Unix ms of the status, when the provider says.
+    pub at_ms: Option<i64>,
+}
+
+/// What a provider's webhook means, in neutral terms.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// A user wrote.
+    Message(InboundMessage),
+    /// A sent message moved (sent, delivered, read, failed).
+    Status(StatusUpdate),
+}
+
+/// A plain HTTP answer to a provider (handshakes, refusals, acknowledgements).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: String,
+}
+
+impl HttpReply {
+    /// A `text/plain` answer.
+    pub fn text(status: u16, body: impl Into<String>) -> HttpReply {
+        HttpReply {
+            status,
+            content_type: "text/plain",
+            body: body.into(),
+        }
+    }
+}
+
+/// One messaging provider. Implementations are plain structs holding an
+/// HTTP client and their instance defaults; everything per bot arrives as
+/// [`Settings`].
+pub trait Channel: Send + Sync + 'static {
+    /// The bot kind this channel serves.
+    fn kind(&self) -> BotKind;
+
+    /// The provider's name for messages, e.g. `the WhatsApp Cloud API`.
+    fn provider(&self) -> &'static str;
+
+    /// Checks that `settings` are enough to send. Errors: why not (1016).
+    fn ready(&self, settings: &Settings) -> Result<(), String>;
+
+    /// Where a send to the user `uid` with number `phone` goes. Errors: the
+    /// reference's code when the user cannot be addressed (1006).
+    fn recipient(&self, uid: &str, phone: &str) -> Result<Recipient, ApiError>;
+
+    /// Sends `content` to `to`; `reference` is convgate's `mid`, passed to
+    /// the provider where it echoes one back in statuses. Returns the
+    /// provider's message id. Transient failures are retried inside.
+    fn send<'a>(
+        &'a self,
+        settings: &'a Settings,
+        to: &'a Recipient,
+        content: &'a Content,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<String, SendError>>;
+
+    /// The error reply for a refused send (WhatsApp: 3002 with
+    /// `whatsappErrorCode`/`whatsappErrorDesc`).
+    fn rejected(&self, code: i64, desc: &str) -> ApiError;
+
+    /// The reply fields naming a provider error on this channel's messages
+    /// and callbacks, e.g. `("whatsappErrorCode", "whatsappErrorDesc")`.
+    fn error_fields(&self) -> (&'static str, &'static str);
+
+    /// Answers a `GET` on the bot's inbound URL (a subscription handshake);
+    /// channels without one answer 405.
+    fn handshake(&self, settings: &Settings, query: &HashMap<String, String>) -> HttpReply {
+        let _ = (settings, query);
+        HttpReply::text(405, "method not allowed\n")
+    }
+
+    /// Checks that a `POST` on the bot's inbound URL comes from the provider
+    /// (signature or secret header), before the body is parsed. `Err`: the
+    /// answer to give (401/403).
+    fn verify(
+        &self,
+        settings: &Settings,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), HttpReply>;
+
+    /// What a verified body means. `Err`: the answer to give (400); an
+    /// empty list for bodies the channel does not use (answered 2xx, so the
+    /// provider does not retry them).
+    fn parse(&self, body: &[u8]) -> Result<Vec<Inbound>, HttpReply>;
+
+    /// The answer once a webhook is durably applied.
+    fn accepted(&self) -> HttpReply {
+        HttpReply::text(200, "ok\n")
+    }
+
+    /// The bot's approved templates as the provider lists them, for
+    /// channels that have templates (`None` otherwise: 1016).
+    fn templates<'a>(
+        &'a self,
+        settings: &'a Settings,
+    ) -> Option<BoxFuture<'a, Result<Vec<Value>, SendError>>> {
+        let _ = settings;
+        None
+    }
+
+    /// Per-user channel state (WhatsApp: the customer-service window and
+    /// the last template sent), kept by the store as JSON: notes an
+    /// outbound message `mid` with `content`.
+    fn note_send(&self, state: &mut Value, mid: &str, content: &Content) {
+        let _ = (state, mid, content);
+    }
+
+    /// Notes an inbound message at `at_ms` in the user's state; returns the
+    /// `mid` it answers when it quotes none (WhatsApp: the last template,
+    /// whose ack becomes 10 "replied").
+    fn note_inbound(&self, state: &mut Value, at_ms: i64) -> Option<String> {
+        let _ = (state, at_ms);
+        None
+    }
+}
+
+/// The settings of each kind's bots. Static, so that commands can read
+/// them while parsing, before any channel is at hand.
+pub const SETTINGS: &[(BotKind, &[SettingSpec])] = &[(BotKind::Whatsapp, whatsapp::SETTINGS)];
+
+/// The settings of `kind`'s bots (none for a kind without a channel).
+pub fn settings_of(kind: BotKind) -> &'static [SettingSpec] {
+    SETTINGS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(&[], |(_, s)| s)
+}
+
+/// The channels of this instance, by kind (cheap `Clone`).
+#[derive(Clone, Default)]
+pub struct Registry {
+    channels: HashMap<BotKind, Arc<dyn Channel>>,
+}
+
+impl Registry {
+    /// Every built-in channel, configured from `config`.
+    pub fn builtin(config: &crate::config::Config) -> Registry {
+        let mut r = Registry::default();
+        r.register(Arc::new(whatsapp::WhatsApp::new(config)));
+        r
+    }
+
+    /// Adds (or replaces) the channel of its kind.
+    pub fn register(&mut self, channel: Arc<dyn Channel>) {
+        self.channels.insert(channel.kind(), channel);
+    }
+
+    /// The channel serving `kind`, if any.
+    pub fn get(&self, kind: BotKind) -> Option<&Arc<dyn Channel>> {
+        self.channels.get(&kind)
+    }
+}

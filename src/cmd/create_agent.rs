@@ -10,11 +10,12 @@
 //! 1024 missing or invalid email, 1022 missing or invalid name.
 
 use super::Fields;
-use crate::domain::{now_iso, Email, UserName};
+use crate::ctx::Ctx;
+use crate::domain::{Email, UserName};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{Agent, Org};
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::time::now_iso;
 
 /// Add or rename an agent.
 #[derive(Debug)]

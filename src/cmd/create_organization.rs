@@ -11,11 +11,11 @@
 
 use super::Fields;
 use crate::auth::{hash_token, new_token};
-use crate::domain::now_iso;
+use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::time::now_iso;
 use serde_json::json;
 
 /// Create an organization.

@@ -10,11 +10,11 @@
 //! `#FF5733`, 3052 description over 100 characters.
 
 use super::Fields;
+use crate::ctx::Ctx;
 use crate::domain::{parse_color, parse_description, TagName};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{Org, Tag};
 use crate::reply::Reply;
-use crate::Ctx;
 
 /// Define a tag.
 #[derive(Debug)]

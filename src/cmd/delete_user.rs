@@ -7,11 +7,13 @@
 //! # Errors
 //! 1025 missing uid, 1005 unknown user.
 
-use super::{on_user_delete, unknown_user, Fields};
+use super::Fields;
+use crate::ctx::Ctx;
 use crate::error::ApiError;
+use crate::events::on_user_delete;
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::users::unknown_user;
 
 /// Delete a user.
 #[derive(Debug)]

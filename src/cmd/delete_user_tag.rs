@@ -8,12 +8,13 @@
 //! 1025 missing uid, 3050 tag format, 3053 tag does not exist, 1005 unknown user.
 
 use super::set_user_tag::{parse_uid_tag, unknown_tag};
-use super::{unknown_user, Fields};
+use super::Fields;
+use crate::ctx::Ctx;
 use crate::domain::TagName;
 use crate::error::ApiError;
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::users::unknown_user;
 
 /// Untag a user.
 #[derive(Debug)]

@@ -4,10 +4,10 @@
 //! `{"cmd":"DeleteWebhook"}` → `{"ok":1,"cmd":"DeleteWebhook","data":1}` (0 when none was set).
 //! Deliveries still pending are kept and resume if a webhook is set again.
 
+use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
 
 /// Remove the webhook.
 #[derive(Debug)]

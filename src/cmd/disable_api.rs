@@ -6,10 +6,10 @@
 //! `{"cmd":"DisableApi"}` → `{"ok":1,"cmd":"DisableApi"}`
 
 use crate::bus::Kick;
+use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
 
 /// Disable the organization's API access.
 #[derive(Debug)]

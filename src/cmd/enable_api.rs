@@ -8,9 +8,9 @@
 //! 1001 not the admin token; 1017 `orgID` missing or unknown.
 
 use super::Fields;
+use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::Reply;
-use crate::Ctx;
 
 /// Re-enable an organization.
 #[derive(Debug)]

@@ -3,10 +3,10 @@
 //! # Format
 //! `{"cmd":"GetAgents"}` → `{"ok":1,"cmd":"GetAgents","data":[{"aid":1,"email":"…","name":"…","created":"…"}]}`
 
+use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
 
 /// List agents.
 #[derive(Debug)]

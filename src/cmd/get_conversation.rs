@@ -14,11 +14,12 @@
 //! # Errors
 //! 1025 missing uid, 1005 unknown user.
 
-use super::{load_user, Fields};
+use super::Fields;
+use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::model::{Org, Sender};
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::users::load_user;
 use serde_json::json;
 
 /// Most rows returned (the reference limits GetConversationsFlat to 1000).

@@ -9,10 +9,10 @@
 //! 1017 invalid `status`, `since`, `until`, `limit` or `cursor`.
 
 use super::Fields;
+use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{DeliveryStatus, Org};
 use crate::reply::Reply;
-use crate::Ctx;
 
 /// List deliveries.
 #[derive(Debug)]

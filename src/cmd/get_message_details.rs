@@ -10,10 +10,10 @@
 //! 1020 missing or unknown mid.
 
 use super::Fields;
+use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
 
 /// Read a message's ack.
 #[derive(Debug)]
@@ -43,10 +43,14 @@ impl GetMessageDetails {
             .with_uid(m.uid)
             .with_field("botID", m.bot_id)
             .with_field("ack", m.ack);
-        if let (Some(code), Some(desc)) = (m.whatsapp_error_code, m.whatsapp_error_desc) {
-            r = r
-                .with_field("whatsappErrorCode", code)
-                .with_field("whatsappErrorDesc", desc);
+        if let (Some(code), Some(desc)) = (m.error_code, m.error_desc) {
+            // Named after the channel of the message's bot (WhatsApp:
+            // whatsappErrorCode, whatsappErrorDesc).
+            let kind = ctx.store.bot(&org.id, m.bot_id)?.map(|b| b.kind);
+            if let Some(channel) = kind.and_then(|k| ctx.channels.get(k)) {
+                let (code_field, desc_field) = channel.error_fields();
+                r = r.with_field(code_field, code).with_field(desc_field, desc);
+            }
         }
         Ok(r)
     }

@@ -6,11 +6,12 @@
 //! # Errors
 //! 1025 missing uid, 1005 unknown user.
 
-use super::{unknown_user, Fields};
+use super::Fields;
+use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::users::unknown_user;
 
 /// Fetch one user.
 #[derive(Debug)]

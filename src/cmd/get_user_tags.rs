@@ -7,11 +7,12 @@
 //! # Errors
 //! 1025 missing uid, 1005 unknown user.
 
-use super::{load_user, Fields};
+use super::Fields;
+use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::users::load_user;
 
 /// List a user's tags.
 #[derive(Debug)]

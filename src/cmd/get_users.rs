@@ -13,11 +13,11 @@
 //! 1017 invalid `limit` or `cursor`.
 
 use super::Fields;
+use crate::ctx::Ctx;
 use crate::domain::parse_created_date;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
 use chrono::{DateTime, Utc};
 
 /// The reference's maximum users per reply.

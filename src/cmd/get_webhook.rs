@@ -5,10 +5,10 @@
 //! or `"data":null` when none is set. `disabledReason` appears after a 410.
 
 use super::set_webhook::webhook_view;
+use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
 use serde_json::Value;
 
 /// Read the webhook.

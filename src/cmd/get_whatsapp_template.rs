@@ -13,11 +13,11 @@
 //! 3001 no such template, 3002/2003 the sync failed.
 
 use super::Fields;
+use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
-use crate::messages;
+use crate::messages::templates;
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
 
 /// Read a cached template.
 #[derive(Debug)]
@@ -53,12 +53,12 @@ impl GetWhatsAppTemplate {
     /// Replies with the template from the cache (synced when needed).
     pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
         let bot = ctx.bot(org, self.bot_id)?;
-        let creds = messages::creds(ctx, &bot)?;
-        let t = messages::find_template(
+        let (channel, settings) = ctx.channel_of(&bot)?;
+        let t = templates::find(
             ctx,
             &org.id,
             &bot,
-            &creds,
+            (&*channel, &settings),
             &self.template_name,
             &self.language,
         )

@@ -4,9 +4,9 @@
 //! # Format
 //! `{"cmd":"heartbeat"}` → `{"ok":1,"cmd":"heartbeat","data":{"datetime":"2020-04-29T14:34:34.376Z"}}`
 
-use crate::domain::now_iso;
 use crate::error::ApiError;
 use crate::reply::Reply;
+use crate::time::now_iso;
 use serde_json::json;
 
 /// The heartbeat command; it has no fields.

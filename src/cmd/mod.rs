@@ -16,6 +16,7 @@ mod delete_webhook;
 mod disable_api;
 mod enable_api;
 mod envelope;
+mod fields;
 mod get_agents;
 mod get_bots;
 mod get_conversation;
@@ -54,6 +55,7 @@ pub use disable_api::DisableApi;
 pub use enable_api::EnableApi;
 pub use envelope::Envelope;
 pub(crate) use envelope::Fields;
+pub(crate) use fields::{agent_of, idempotency, webhook_headers};
 pub use get_agents::GetAgents;
 pub use get_bots::GetBots;
 pub use get_conversation::GetConversation;
@@ -82,11 +84,9 @@ pub use update_bot::UpdateBot;
 pub use upsert_user::UpsertUser;
 
 use crate::auth::Caller;
+use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
-use crate::model::{Org, User, UserRecord};
 use crate::reply::Reply;
-use crate::Ctx;
-use serde_json::{json, Map, Value};
 
 /// Every command convgate understands (reference commands and extensions).
 #[derive(Debug)]
@@ -216,6 +216,57 @@ impl Command {
         })
     }
 
+    /// The command's name as the protocol spells it (the `cmd` field).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Heartbeat(_) => "heartbeat",
+            Command::GetUser(_) => "GetUser",
+            Command::GetUsers(_) => "GetUsers",
+            Command::SetUserData(_) => "SetUserData",
+            Command::SetUserName(_) => "SetUserName",
+            Command::SetUserEmail(_) => "SetUserEmail",
+            Command::SetUserNotes(_) => "SetUserNotes",
+            Command::SetUserPhone(_) => "SetUserPhone",
+            Command::GetUserTags(_) => "GetUserTags",
+            Command::SetUserTag(_) => "SetUserTag",
+            Command::DeleteUserTag(_) => "DeleteUserTag",
+            Command::CreateUserTag(_) => "CreateUserTag",
+            Command::CreateBot(_) => "CreateBot",
+            Command::GetBots(_) => "GetBots",
+            Command::UpsertUser(_) => "UpsertUser",
+            Command::DeleteUser(_) => "DeleteUser",
+            Command::GetUserData(_) => "GetUserData",
+            Command::ResetToken(_) => "ResetToken",
+            Command::CreateOrganization(_) => "CreateOrganization",
+            Command::EnableApi(_) => "EnableApi",
+            Command::SetWebhook(_) => "SetWebhook",
+            Command::GetWebhook(_) => "GetWebhook",
+            Command::DeleteWebhook(_) => "DeleteWebhook",
+            Command::RotateWebhookSecret(_) => "RotateWebhookSecret",
+            Command::DisableApi(_) => "DisableApi",
+            Command::GetDeliveries(_) => "GetDeliveries",
+            Command::RedeliverEvents(_) => "RedeliverEvents",
+            Command::UpdateBot(_) => "UpdateBot",
+            Command::GetWhatsAppTemplate(_) => "GetWhatsAppTemplate",
+            Command::SendWhatsAppTemplate(_) => "SendWhatsAppTemplate",
+            Command::SendTextMessage(_) => "SendTextMessage",
+            Command::GetMessageDetails(_) => "GetMessageDetails",
+            Command::GetConversation(_) => "GetConversation",
+            Command::CreateAgent(_) => "CreateAgent",
+            Command::GetAgents(_) => "GetAgents",
+        }
+    }
+
+    /// Whether the command sends a message to a user: it then also spends
+    /// the token's send budget (`send_rate_limit`, reference: 10 per
+    /// second per token).
+    pub fn sends_message(&self) -> bool {
+        matches!(
+            self,
+            Command::SendWhatsAppTemplate(_) | Command::SendTextMessage(_)
+        )
+    }
+
     /// Runs the command for `caller`. `CreateOrganization` and `EnableApi`
     /// need the admin token, `heartbeat` any token, every other command an
     /// organization's token (1001 otherwise).
@@ -303,23 +354,25 @@ pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
         reply.rate = Some(info);
         reply
     };
+    let parsed = Command::parse(env);
     // Heartbeats keep a socket alive; they never count against the budget.
-    let mut rate = match env.cmd.as_ref() {
-        "heartbeat" => None,
-        _ => match ctx.check_rate(caller) {
+    let heartbeat = matches!(parsed, Ok(Command::Heartbeat(_)));
+    let mut rate = match heartbeat {
+        true => None,
+        false => match ctx.check_rate(caller) {
             Ok(info) => info,
             Err(e) => return limited(e),
         },
     };
     // Messages have their own, smaller budget (reference: 10 per second).
-    if matches!(env.cmd.as_ref(), "SendWhatsAppTemplate" | "SendTextMessage") {
+    if parsed.as_ref().is_ok_and(Command::sends_message) {
         match ctx.check_send_rate(caller) {
             Ok(Some(info)) => rate = Some(info),
             Ok(None) => {}
             Err(e) => return limited(e),
         }
     }
-    let result = match Command::parse(env) {
+    let result = match parsed {
         Ok(cmd) => cmd.apply(ctx, caller).await,
         Err(e) => Err(e),
     };
@@ -332,286 +385,4 @@ pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
     };
     reply.rate = reply.rate.or(rate);
     reply
-}
-
-/// 1005 Unknown user.
-pub(crate) fn unknown_user(uid: &str) -> ApiError {
-    ApiError::new(ErrorCode::UnknownUser, format!("unknown user {uid:?}"))
-}
-
-/// Reads user `uid` of `org` (1005 when absent).
-pub(crate) fn load_user(ctx: &Ctx, org: &Org, uid: &str) -> Result<UserRecord, ApiError> {
-    ctx.store
-        .user(&org.id, uid)?
-        .ok_or_else(|| unknown_user(uid))
-}
-
-/// The event body `onUserCreate` (reference, "onUserCreate"): data = user.
-pub(crate) fn on_user_create(user: &User) -> Map<String, Value> {
-    obj(json!({"cmd": "onUserCreate", "ok": 1, "data": user}))
-}
-
-/// The event body `onUserUpdate`: data = `{user, update}`, `update` holding
-/// only the changed fields (reference, "onUserUpdate").
-pub(crate) fn on_user_update(user: &User, update: Map<String, Value>) -> Map<String, Value> {
-    obj(json!({"cmd": "onUserUpdate", "ok": 1, "data": {"user": user, "update": update}}))
-}
-
-/// The event body `onUserDelete`: top-level `uid` (reference, "onUserDelete").
-pub(crate) fn on_user_delete(uid: &str) -> Map<String, Value> {
-    obj(json!({"cmd": "onUserDelete", "ok": 1, "uid": uid}))
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!("json! object"),
-    }
-}
-
-/// The fields of `after` whose values differ from `before`.
-pub(crate) fn changed_fields(before: &User, after: &User) -> Map<String, Value> {
-    let (Value::Object(b), Value::Object(a)) = (json!(before), json!(after)) else {
-        unreachable!("users serialise to objects")
-    };
-    a.into_iter().filter(|(k, v)| b.get(k) != Some(v)).collect()
-}
-
-/// Changes user `uid` of `org` with `change`, durably; emits `onUserUpdate`
-/// with the changed fields when anything changed. Errors: 1005.
-pub(crate) async fn update_user(
-    ctx: &Ctx,
-    org: &Org,
-    uid: &str,
-    change: impl FnOnce(&mut User),
-) -> Result<User, ApiError> {
-    ctx.store
-        .write(&org.id, |tx| {
-            let mut rec = tx
-                .store()
-                .user(&org.id, uid)?
-                .ok_or_else(|| unknown_user(uid))?;
-            let before = rec.user.clone();
-            change(&mut rec.user);
-            let update = changed_fields(&before, &rec.user);
-            if !update.is_empty() {
-                tx.put_user(&rec);
-                tx.emit(on_user_update(&rec.user, update))?;
-            }
-            Ok(rec.user)
-        })
-        .await
-}
-
-/// The idempotency key of a send (`idempotencyKey` field, or the POST
-/// `Idempotency-Key` header the transport copies into it) and the hash of
-/// the request it names: SHA-256 of the fields other than `token` and the
-/// key, keys sorted. Errors: 1017 a key that is not 1–255 visible ASCII
-/// characters.
-pub(crate) fn idempotency(f: &Fields) -> Result<Option<crate::messages::Idempotency>, ApiError> {
-    use sha2::{Digest, Sha256};
-    let Some(key) = f.opt_str("idempotencyKey", ErrorCode::InvalidJson)? else {
-        return Ok(None);
-    };
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidJson,
-            "idempotencyKey must be 1-255 visible ASCII characters",
-        ));
-    }
-    let mut h = Sha256::new();
-    for (k, v) in f.canonical(&["token", "idempotencyKey"]) {
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    Ok(Some(crate::messages::Idempotency {
-        key: key.to_string(),
-        request_sha256: hex::encode(h.finalize()),
-    }))
-}
-
-/// While alive, marks an idempotency key as in progress in this process.
-pub(crate) struct InFlight {
-    ctx: Ctx,
-    entry: (String, String),
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.ctx
-            .idempotency_in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.entry);
-    }
-}
-
-/// What a send under an idempotency key does: replay the stored reply, or
-/// go ahead holding the key. Errors (HTTP 409, code 1017): the key is in
-/// use by a request in progress, or was used with a different request
-/// within 24 hours.
-pub(crate) enum Idem {
-    /// Send the stored reply again.
-    Replay(Reply),
-    /// Proceed; the guard releases the key when dropped.
-    Proceed(Option<InFlight>),
-}
-
-/// How long a send's reply is kept under its idempotency key.
-pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
-
-pub(crate) fn idempotency_begin(
-    ctx: &Ctx,
-    org: &Org,
-    idem: Option<&crate::messages::Idempotency>,
-    cmd: &str,
-) -> Result<Idem, ApiError> {
-    let Some(i) = idem else {
-        return Ok(Idem::Proceed(None));
-    };
-    let conflict = |m: &str| {
-        let mut e = ApiError::new(ErrorCode::InvalidJson, m);
-        e.status = Some(409);
-        e
-    };
-    let entry = (org.id.clone(), i.key.clone());
-    if !ctx
-        .idempotency_in_flight
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(entry.clone())
-    {
-        return Err(conflict(
-            "a request with this idempotency key is in progress; retry later",
-        ));
-    }
-    let guard = InFlight {
-        ctx: ctx.clone(),
-        entry,
-    };
-    match ctx.store.idempotent(&org.id, &i.key)? {
-        Some(rec) if rec.created_ms + IDEMPOTENCY_TTL_MS > crate::webhook::now_ms() => {
-            if rec.request_sha256 != i.request_sha256 {
-                return Err(conflict(
-                    "this idempotency key was used with a different request",
-                ));
-            }
-            Ok(Idem::Replay(Reply::replay(cmd, &rec.reply)))
-        }
-        _ => Ok(Idem::Proceed(Some(guard))),
-    }
-}
-
-/// `webhookHeaders` (reference: "Array of headers for webhook callbacks"):
-/// `[{"name":…,"value":…}]` (`key` for `name` also read), `["Name: value"]`,
-/// or an object of names to values. At most 20; names and values must be
-/// valid HTTP; `Host`, `Content-Length`, `Content-Type`, `Transfer-Encoding`
-/// and `Connection` are refused. Error: 1017.
-pub(crate) fn webhook_headers(f: &Fields) -> Result<Vec<(String, String)>, ApiError> {
-    let bad = |m: String| ApiError::new(ErrorCode::InvalidJson, format!("webhookHeaders: {m}"));
-    let mut out = Vec::new();
-    let pairs: Vec<(String, String)> = match f.value("webhookHeaders") {
-        None | Some(Value::Null) => return Ok(out),
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                _ => Err(bad(format!("{k} must have a string value"))),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|h| match h {
-                Value::String(s) => s
-                    .split_once(':')
-                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-                    .ok_or_else(|| bad(format!("{s:?} is not \"Name: value\""))),
-                Value::Object(o) => {
-                    let name = o
-                        .get("name")
-                        .or_else(|| o.get("key"))
-                        .and_then(Value::as_str);
-                    let value = o.get("value").and_then(Value::as_str);
-                    match (name, value) {
-                        (Some(n), Some(v)) => Ok((n.to_string(), v.to_string())),
-                        _ => Err(bad("each header needs string name and value".into())),
-                    }
-                }
-                _ => Err(bad(
-                    "each header is an object or a \"Name: value\" string".into()
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad("must be an array".into())),
-    };
-    if pairs.len() > 20 {
-        return Err(bad("at most 20 headers".into()));
-    }
-    for (name, value) in pairs {
-        let n = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| bad(format!("{name:?} is not a header name")))?;
-        if matches!(
-            n.as_str(),
-            "host" | "content-length" | "content-type" | "transfer-encoding" | "connection"
-        ) {
-            return Err(bad(format!("{name} cannot be set")));
-        }
-        reqwest::header::HeaderValue::from_str(&value)
-            .map_err(|_| bad(format!("the value of {name} is not a header value")))?;
-        out.push((name, value));
-    }
-    Ok(out)
-}
-
-/// The optional `agentEmail` of a send: must name an agent of the
-/// organization (2002 otherwise; `CreateAgent` adds agents).
-pub(crate) fn agent_of(
-    ctx: &Ctx,
-    org: &Org,
-    email: Option<&str>,
-) -> Result<Option<crate::model::Agent>, ApiError> {
-    let Some(email) = email else {
-        return Ok(None);
-    };
-    ctx.store
-        .agent(&org.id, email.trim())?
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::UnknownAgent,
-                format!("unable to assign to agent {email:?}: no such agent (CreateAgent)"),
-            )
-        })
-}
-
-/// Creates or updates the `[[bots]]` of the config file, at start.
-/// Errors: an unknown organization or kind, or a bot the store refuses.
-pub async fn apply_config_bots(ctx: &Ctx) -> Result<(), String> {
-    for b in &ctx.config.bots {
-        if ctx.store.org(&b.org).map_err(|e| e.to_string())?.is_none() {
-            return Err(format!(
-                "[[bots]] botID {}: no organization {:?}",
-                b.bot_id, b.org
-            ));
-        }
-        let kind = crate::domain::BotKind::parse(&b.kind).ok_or_else(|| {
-            format!(
-                "[[bots]] botID {}: kind must be whatsapp, sms, telegram or web",
-                b.bot_id
-            )
-        })?;
-        create_bot::create_or_update(
-            ctx,
-            &b.org,
-            b.bot_id,
-            kind,
-            b.name.clone(),
-            create_bot::WhatsAppFields::from_config(b),
-        )
-        .await
-        .map_err(|e| format!("[[bots]] botID {}: {}", b.bot_id, e.message))?;
-    }
-    Ok(())
 }

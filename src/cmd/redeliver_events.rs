@@ -14,10 +14,10 @@
 //! most 10000 events.
 
 use super::Fields;
+use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{DeliveryStatus, Org};
 use crate::reply::Reply;
-use crate::Ctx;
 use serde_json::{json, Value};
 
 /// Replay events to the webhook.

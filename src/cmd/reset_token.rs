@@ -7,10 +7,10 @@
 
 use crate::auth::{hash_token, new_token};
 use crate::bus::Kick;
+use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
 use serde_json::json;
 
 /// Reset the organization's token.

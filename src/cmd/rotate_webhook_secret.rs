@@ -11,11 +11,12 @@
 //! 1017 no webhook is set.
 
 use super::set_webhook::webhook_view;
+use crate::ctx::Ctx;
+use crate::delivery::webhooks::new_secret;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{Org, SigningSecret};
 use crate::reply::Reply;
-use crate::webhook::{new_secret, now_ms};
-use crate::Ctx;
+use crate::time::now_ms;
 use serde_json::json;
 
 /// Rotate the webhook secret.
@@ -52,7 +53,7 @@ impl RotateWebhookSecret {
                 .await?;
         ctx.deliveries.wake(&org.id);
         let mut view = webhook_view(&hook, Some(&secret));
-        view["previousSecretExpires"] = json!(crate::domain::iso_millis(
+        view["previousSecretExpires"] = json!(crate::time::iso_millis(
             chrono::DateTime::from_timestamp_millis(expires).unwrap_or_default()
         ));
         Ok(Reply::ok("RotateWebhookSecret").with_data(view))

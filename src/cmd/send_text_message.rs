@@ -12,19 +12,21 @@
 //! # Errors
 //! 1025 missing uid, 1010 missing message, 1013 over 2000 characters, 1017
 //! idempotency key (409 in use or reused), 1005 unknown user, 1015 its bot
-//! is gone, 1016 its bot is not a configured WhatsApp bot (other channels
-//! have no adapter yet), 1006 the user has no valid phone number, 2007,
-//! 2008 rate limits, 3002 Graph API error, 2003 no answer.
+//! is gone, 1016 no channel can send through its bot (kinds without one:
+//! sms, telegram, web) or the bot lacks credentials, 1006 the channel
+//! cannot address the user (no valid phone number), 2007, 2008 rate
+//! limits, the channel's refusal (WhatsApp: 3002 with `whatsappErrorCode`),
+//! 2003 no answer.
 
-use super::{idempotency, idempotency_begin, load_user, Fields, Idem};
-use crate::domain::E164;
+use super::{idempotency, Fields};
+use crate::channel::Content;
+use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
-use crate::messages::{self, Idempotency, Outbound};
+use crate::idempotency::{Begin, Key};
+use crate::messages::{self, Outbound};
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
-use serde_json::json;
-
+use crate::users::load_user;
 /// Longest `message`, in characters (reference: 2000, error 1013).
 pub const MAX_MESSAGE_CHARS: usize = 2000;
 
@@ -33,7 +35,7 @@ pub const MAX_MESSAGE_CHARS: usize = 2000;
 pub struct SendTextMessage {
     uid: String,
     message: String,
-    idem: Option<Idempotency>,
+    idem: Option<Key>,
 }
 
 impl SendTextMessage {
@@ -57,42 +59,35 @@ impl SendTextMessage {
         })
     }
 
-    /// Sends the text through the user's bot.
+    /// Sends the text through the user's bot's channel.
     pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
         const CMD: &str = "SendTextMessage";
-        let _guard = match idempotency_begin(ctx, org, self.idem.as_ref(), CMD)? {
-            Idem::Replay(r) => return Ok(r),
-            Idem::Proceed(g) => g,
+        let _guard = match ctx
+            .idempotency
+            .begin(&ctx.store, org, self.idem.as_ref(), CMD)?
+        {
+            Begin::Replay(r) => return Ok(r),
+            Begin::Proceed(g) => g,
         };
         let user = load_user(ctx, org, &self.uid)?.user;
         let bot = ctx.bot(org, user.bot_id)?;
-        let creds = messages::creds(ctx, &bot)?;
-        let phone = E164::parse(&user.phone).map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidPhone,
-                "the user has no valid phone number",
-            )
-        })?;
-        ctx.check_phone_rate(org, phone.as_str())?;
+        let (channel, settings) = ctx.channel_of(&bot)?;
+        let to = channel.recipient(&user.uid, &user.phone)?;
+        if let Some(phone) = &to.phone {
+            ctx.check_phone_rate(org, phone.as_str())?;
+        }
         let out = Outbound {
             uid: user.uid.clone(),
-            phone: phone.as_str().to_string(),
+            to,
             typ: "text".into(),
             msg: self.message.clone(),
-            template: None,
-            body: json!({
-                "messaging_product": "whatsapp",
-                "recipient_type": "individual",
-                "to": phone.digits(),
-                "type": "text",
-                "text": {"preview_url": false, "body": self.message},
-            }),
+            content: Content::Text { body: self.message },
             callback: None,
             agent_email: None,
             idem: self.idem,
             cmd: CMD,
         };
         let ok_reply = |mid: &str| Reply::ok(CMD).with_field("mid", mid);
-        messages::send(ctx, org, &bot, &creds, out, ok_reply).await
+        messages::send(ctx, org, &bot, (&*channel, &settings), out, ok_reply).await
     }
 }

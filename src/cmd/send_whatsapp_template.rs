@@ -9,27 +9,31 @@
 //! `header` component (an object with `parameters`, or one parameter
 //! object). The message is stored (ack 0) before the Graph API call; a new
 //! recipient becomes a user (`onUserCreate`). With `webhookURL`, every ack
-//! change is POSTed there ([`crate::callback`]). Extension: `idempotencyKey`
+//! change is POSTed there ([`crate::delivery::callbacks`]). Extension: `idempotencyKey`
 //! (or the POST `Idempotency-Key` header) replays the first reply for 24 h.
 //!
 //! # Errors
 //! 1008 missing botID, 1009/1007/1006 phone, 3003 missing templateName, 3004
 //! missing language, 1017 malformed parameters/header/webhook fields or
 //! idempotency key (409 when the key is in use or names another request),
-//! 1015 unknown bot, 1016 not a configured whatsapp bot, 2002 unknown
+//! 1015 unknown bot, 1016 not a bot whose channel has templates (a
+//! configured whatsapp bot), 2002 unknown
 //! agentEmail, 3000 no templates, 3001 no such template (or not APPROVED),
 //! 2007 one message per second per phone number, 2008 send rate per token,
 //! 3002 Graph API error (`whatsappErrorCode`, `whatsappErrorDesc`), 2003 the
 //! Graph API did not answer.
 
-use super::{agent_of, idempotency, idempotency_begin, webhook_headers, Fields, Idem};
-use crate::domain::{make_uid, BotKind, E164};
+use super::{agent_of, idempotency, webhook_headers, Fields};
+use crate::channel::whatsapp::render_template;
+use crate::channel::{Content, Recipient};
+use crate::ctx::Ctx;
+use crate::domain::{make_uid, E164};
 use crate::error::{ApiError, ErrorCode};
-use crate::messages::{self, Idempotency, Outbound};
+use crate::idempotency::{Begin, Key};
+use crate::messages::{self, templates, Outbound};
 use crate::model::{CallbackSpec, Org};
 use crate::reply::Reply;
-use crate::Ctx;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Send a WhatsApp template.
 #[derive(Debug)]
@@ -44,7 +48,7 @@ pub struct SendWhatsAppTemplate {
     webhook_url: Option<String>,
     webhook_payload: Option<Value>,
     webhook_headers: Vec<(String, String)>,
-    idem: Option<Idempotency>,
+    idem: Option<Key>,
 }
 
 fn invalid(m: &str) -> ApiError {
@@ -128,22 +132,26 @@ impl SendWhatsAppTemplate {
     /// Validates against the bot and its templates, then sends.
     pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
         const CMD: &str = "SendWhatsAppTemplate";
-        let _guard = match idempotency_begin(ctx, org, self.idem.as_ref(), CMD)? {
-            Idem::Replay(r) => return Ok(r),
-            Idem::Proceed(g) => g,
+        let _guard = match ctx
+            .idempotency
+            .begin(&ctx.store, org, self.idem.as_ref(), CMD)?
+        {
+            Begin::Replay(r) => return Ok(r),
+            Begin::Proceed(g) => g,
         };
         let bot = ctx.bot(org, self.bot_id)?;
-        let creds = messages::creds(ctx, &bot)?;
+        let (channel, settings) = ctx.channel_of(&bot)?;
+        let channel = (&*channel, &settings);
         let agent = agent_of(ctx, org, self.agent_email.as_deref())?;
         if let Some(url) = &self.webhook_url {
-            crate::webhook::check_url(url, ctx.config.allow_private_webhooks)
+            crate::net::check_url(url, ctx.config.allow_private_webhooks)
                 .map_err(|e| invalid(&format!("webhookURL: {e}")))?;
         }
-        let template = messages::find_template(
+        let template = templates::find(
             ctx,
             &org.id,
             &bot,
-            &creds,
+            channel,
             &self.template_name,
             &self.language,
         )
@@ -164,36 +172,25 @@ impl SendWhatsAppTemplate {
             .unwrap_or(&self.language)
             .to_string();
         ctx.check_phone_rate(org, self.phone.as_str())?;
-        let mut components = Vec::new();
-        if let Some(h) = &self.header {
-            let params = match h.get("parameters") {
-                Some(ps) => ps.clone(),
-                None => json!([h]),
-            };
-            components.push(json!({"type": "header", "parameters": params}));
-        }
-        if !self.parameters.is_empty() {
-            components.push(json!({"type": "body", "parameters": self.parameters}));
-        }
-        let mut tpl = json!({"name": self.template_name, "language": {"code": language}});
-        if !components.is_empty() {
-            tpl["components"] = Value::Array(components);
-        }
-        let body = json!({
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": self.phone.digits(),
-            "type": "template",
-            "template": tpl,
+        let header = self.header.as_ref().map(|h| match h.get("parameters") {
+            Some(Value::Array(ps)) => ps.clone(),
+            _ => vec![h.clone()],
         });
-        let uid = make_uid(bot.id, BotKind::Whatsapp, self.phone.digits());
+        let uid = make_uid(bot.id, bot.kind, self.phone.digits());
         let out = Outbound {
             uid: uid.clone(),
-            phone: self.phone.as_str().to_string(),
+            to: Recipient {
+                address: self.phone.digits().to_string(),
+                phone: Some(self.phone.clone()),
+            },
             typ: "text".into(),
-            msg: messages::render_template(&template, &self.parameters),
-            template: Some((self.template_name.clone(), language)),
-            body,
+            msg: render_template(&template, &self.parameters),
+            content: Content::Template {
+                name: self.template_name.clone(),
+                language,
+                body: self.parameters,
+                header,
+            },
             callback: self.webhook_url.map(|url| CallbackSpec {
                 url,
                 headers: messages::seal_headers(ctx, &self.webhook_headers),
@@ -212,6 +209,6 @@ impl SendWhatsAppTemplate {
                 .with_uid(uid.clone())
                 .with_field("mid", mid)
         };
-        messages::send(ctx, org, &bot, &creds, out, ok_reply).await
+        messages::send(ctx, org, &bot, channel, out, ok_reply).await
     }
 }

@@ -13,11 +13,12 @@
 //! 1025 missing uid, 1017 `data` missing or not an object, 1012 route,
 //! 1005 unknown user.
 
-use super::{unknown_user, Fields};
+use super::Fields;
+use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::users::unknown_user;
 use serde_json::{Map, Value};
 
 /// Set custom user data.

@@ -7,12 +7,13 @@
 //! # Errors
 //! 1025 missing uid, 1024 email missing or invalid, 1005 unknown user.
 
-use super::{update_user, Fields};
+use super::Fields;
+use crate::ctx::Ctx;
 use crate::domain::Email;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::users::update_user;
 
 /// Set a user's email.
 #[derive(Debug)]

@@ -8,12 +8,13 @@
 //! # Errors
 //! 1025 missing uid, 1022 name missing or not 3–50 characters, 1005 unknown user.
 
-use super::{update_user, Fields};
+use super::Fields;
+use crate::ctx::Ctx;
 use crate::domain::UserName;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::users::update_user;
 
 /// Rename a user.
 #[derive(Debug)]

@@ -8,12 +8,13 @@
 //! 1025 missing uid, 1023 notes missing, not a string or over 1024
 //! characters, 1005 unknown user.
 
-use super::{update_user, Fields};
+use super::Fields;
+use crate::ctx::Ctx;
 use crate::domain::parse_notes;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::users::update_user;
 
 /// Set a user's notes.
 #[derive(Debug)]

@@ -9,12 +9,13 @@
 //! 1025 missing uid, 1009 missing phone, 1007 invalid length, 1006 invalid
 //! number, 1005 unknown user.
 
-use super::{update_user, Fields};
+use super::Fields;
+use crate::ctx::Ctx;
 use crate::domain::E164;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::users::update_user;
 
 /// Set a user's phone number.
 #[derive(Debug)]

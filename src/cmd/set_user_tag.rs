@@ -8,12 +8,13 @@
 //! 1025 missing uid, 3050 tag missing or not 3–50 characters, 3053 tag does
 //! not exist, 1005 unknown user.
 
-use super::{unknown_user, Fields};
+use super::Fields;
+use crate::ctx::Ctx;
 use crate::domain::TagName;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::users::unknown_user;
 
 /// Tag a user.
 #[derive(Debug)]

@@ -16,11 +16,12 @@
 
 use super::Fields;
 use crate::config::Secret;
+use crate::ctx::Ctx;
+use crate::delivery::webhooks::{check_secret, new_secret, new_webhook};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{Org, SigningSecret, Webhook};
+use crate::net::check_url;
 use crate::reply::Reply;
-use crate::webhook::{check_secret, check_url, new_secret, new_webhook};
-use crate::Ctx;
 use serde_json::{json, Value};
 
 /// Set the organization's webhook.

@@ -1,28 +1,29 @@
-//! `UpdateBot` (extension): changes an existing bot's name or WhatsApp
-//! Cloud API settings (rotating an access token, setting the app secret).
+//! `UpdateBot` (extension): changes an existing bot's name or its channel's
+//! settings (rotating an access token, setting the app secret).
 //!
 //! # Format
 //! `{"cmd":"UpdateBot","botID":3941,"access_token":"EAAG…"}` →
 //! `{"ok":1,"cmd":"UpdateBot","data":{"botID":3941,"kind":"whatsapp",…,"whatsapp":{"phone_number_id":"…","waba_id":"…","graph_base_url":null,"access_token_set":true,"app_secret_set":true,"verify_token_set":true}}}`
 //!
 //! # Errors
-//! 1008 missing botID, 1015 unknown bot, 1016 WhatsApp fields on another
-//! kind, 1022 name, 1017 a field that is not a non-empty string or a
-//! `graph_base_url` that is not an allowed URL.
+//! 1008 missing botID, 1015 unknown bot, 1016 a setting of another kind's
+//! channel, 1022 name, 1017 a setting that is not a non-empty string or a
+//! URL setting that is not an allowed URL.
 
-use super::create_bot::{create_or_update, parse_bot_name, WhatsAppFields};
+use super::create_bot::{parse_bot_name, parse_settings};
 use super::Fields;
+use crate::bots::{create_or_update, view, SettingsInput};
+use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::model::Org;
 use crate::reply::Reply;
-use crate::Ctx;
 
 /// Change a bot's name or settings.
 #[derive(Debug)]
 pub struct UpdateBot {
     id: u64,
     name: Option<String>,
-    whatsapp: WhatsAppFields,
+    settings: SettingsInput,
 }
 
 impl UpdateBot {
@@ -30,7 +31,7 @@ impl UpdateBot {
         Ok(UpdateBot {
             id: f.bot_id()?,
             name: parse_bot_name(f)?,
-            whatsapp: WhatsAppFields::parse(f)?,
+            settings: parse_settings(f)?,
         })
     }
 
@@ -38,7 +39,7 @@ impl UpdateBot {
     pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
         let bot = ctx.bot(org, self.id)?;
         let bot =
-            create_or_update(ctx, &org.id, bot.id, bot.kind, self.name, self.whatsapp).await?;
-        Ok(Reply::ok("UpdateBot").with_data(bot.view()))
+            create_or_update(ctx, &org.id, bot.id, bot.kind, self.name, self.settings).await?;
+        Ok(Reply::ok("UpdateBot").with_data(view(&bot)))
     }
 }

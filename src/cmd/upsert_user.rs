@@ -13,12 +13,14 @@
 //! or sms), 1009/1007/1006 phone, 1022 name, 1024 email, 1017 lang not a
 //! language tag.
 
-use super::{changed_fields, on_user_create, on_user_update, Fields};
-use crate::domain::{make_uid, now_iso, Email, UserName, E164};
+use super::Fields;
+use crate::ctx::Ctx;
+use crate::domain::{make_uid, Email, UserName, E164};
 use crate::error::{ApiError, ErrorCode};
+use crate::events::{changed_fields, on_user_create, on_user_update};
 use crate::model::{Org, User, UserRecord};
 use crate::reply::Reply;
-use crate::Ctx;
+use crate::time::now_iso;
 
 /// Create or update a user by bot and phone.
 #[derive(Debug)]

@@ -226,7 +226,7 @@ async fn wa_gateway(
     let gw = spawn_with(|c| {
         c.allow_private_webhooks = true;
         c.graph_base_url = base;
-        c.graph_retry_schedule = vec![0.02, 0.02];
+        c.provider_retry_schedule = vec![0.02, 0.02];
         c.phone_rate_limit = 1000;
         c.send_rate_limit = 1000;
         c.webhook_retry_schedule = vec![0.0, 0.05, 0.05];

@@ -15,12 +15,12 @@
 //! | 4000 | no frame for `heartbeat_timeout` |
 //! | 4001 | too slow: more than `socket_queue` events undelivered |
 
-use crate::auth::{authenticate, Caller};
+use super::{AppState, ConnInfo, ConnPermit};
+use crate::auth::Caller;
 use crate::bus::Kick;
 use crate::cmd::{self, Envelope};
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::Reply;
-use crate::server::{AppState, ConnInfo, ConnPermit};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -203,7 +203,7 @@ async fn handshake(
             return Err(Some((CLOSE_POLICY, "connect expected")));
         }
     };
-    let org = match authenticate(&s.app.ctx, token.as_deref()) {
+    let org = match s.app.ctx.authenticate(token.as_deref()) {
         Ok(Caller::Org(org)) => org,
         Ok(Caller::Admin) => {
             let e = ApiError::new(

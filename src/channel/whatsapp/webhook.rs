@@ -1,80 +1,14 @@
-//! The WhatsApp Cloud API adapter (Meta Graph API).
-//!
-//! Sources: Cloud API reference "Messages" (`POST /{phone_number_id}/messages`,
-//! response `messages[].id`), "Message templates" (`GET
-//! /{waba_id}/message_templates`, cursor paging with `paging.next`),
-//! "Webhooks" (`X-Hub-Signature-256`, the `hub.*` handshake, the `messages`
-//! field's `messages[]` and `statuses[]`), and "Error codes" (Graph error
-//! object `error.code`, `error.message`, `error.error_data.details`).
+//! The WhatsApp Cloud API's webhooks: the `X-Hub-Signature-256` check and
+//! the `messages` field's payload (Meta, "Webhooks": `messages[]` with
+//! `contacts[]`, `statuses[]` with `errors[]`), read leniently (every field
+//! defaulted) and turned into neutral [`Inbound`] events.
 
-use crate::config::Secret;
+use crate::channel::{Inbound, InboundMessage as NeutralMessage, StatusUpdate};
+use crate::domain::E164;
 use hmac::{Hmac, Mac};
-use rand::Rng;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
-use std::time::Duration;
-
-/// What a send needs of a bot: its Graph API base, ids and token.
-#[derive(Debug, Clone)]
-pub struct Creds {
-    /// Graph API base URL with version, e.g. `https://graph.facebook.com/v23.0`.
-    pub base: String,
-    /// Business phone number id.
-    pub phone_number_id: String,
-    /// WhatsApp Business Account id.
-    pub waba_id: String,
-    /// Access token (redacted in `Debug`).
-    pub token: Secret,
-}
-
-/// A failed Graph API call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GraphError {
-    /// The Graph API answered with an error object (or a status without one).
-    Api {
-        /// `error.code` (e.g. 131047), or the HTTP status when the body had none.
-        code: i64,
-        /// `error.message` without its `(#code) ` prefix.
-        desc: String,
-        /// The HTTP status.
-        http: u16,
-    },
-    /// No answer: connection failure or timeout, after every retry.
-    Unreachable(String),
-}
-
-impl GraphError {
-    fn transient(&self) -> bool {
-        match self {
-            GraphError::Api { http, .. } => *http >= 500,
-            GraphError::Unreachable(_) => true,
-        }
-    }
-}
-
-/// The Graph API client: pooled, no redirects, no proxy, per-request timeout;
-/// transient failures retried on `retry` (seconds before each retry, ±10% jitter).
-#[derive(Clone)]
-pub struct Graph {
-    client: reqwest::Client,
-    retry: Vec<f64>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorObject,
-}
-
-#[derive(Deserialize)]
-struct ErrorObject {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    code: Option<i64>,
-    #[serde(default)]
-    error_data: Option<ErrorData>,
-}
 
 /// `error_data` of a Graph error or a status `errors[]` entry.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,172 +16,6 @@ pub struct ErrorData {
     /// Longer explanation.
     #[serde(default)]
     pub details: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct SendResponse {
-    #[serde(default)]
-    messages: Vec<SentId>,
-}
-
-#[derive(Deserialize)]
-struct SentId {
-    id: String,
-}
-
-#[derive(Deserialize)]
-struct TemplatesPage {
-    #[serde(default)]
-    data: Vec<Value>,
-    #[serde(default)]
-    paging: Option<Paging>,
-}
-
-#[derive(Deserialize)]
-struct Paging {
-    #[serde(default)]
-    next: Option<String>,
-}
-
-fn strip_code_prefix(msg: &str) -> String {
-    // "(#131047) Re-engagement message" → "Re-engagement message"
-    match msg.strip_prefix("(#").and_then(|r| r.split_once(") ")) {
-        Some((code, rest)) if code.bytes().all(|b| b.is_ascii_digit()) => rest.to_string(),
-        _ => msg.to_string(),
-    }
-}
-
-/// Most pages followed when listing templates (100 templates each).
-const MAX_TEMPLATE_PAGES: usize = 50;
-
-impl Graph {
-    /// A client over `client` (built by the caller with its address policy).
-    pub fn new(client: reqwest::Client, retry: Vec<f64>) -> Graph {
-        Graph { client, retry }
-    }
-
-    async fn once(&self, req: reqwest::RequestBuilder) -> Result<Value, GraphError> {
-        let res = req
-            .send()
-            .await
-            .map_err(|e| GraphError::Unreachable(crate::webhook::error_chain(&e)))?;
-        let http = res.status().as_u16();
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|e| GraphError::Unreachable(crate::webhook::error_chain(&e)))?;
-        if (200..300).contains(&http) {
-            return serde_json::from_slice(&bytes).map_err(|e| GraphError::Api {
-                code: i64::from(http),
-                desc: format!("unreadable Graph API response: {e}"),
-                http,
-            });
-        }
-        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => GraphError::Api {
-                code: b.error.code.unwrap_or(i64::from(http)),
-                desc: {
-                    let d = strip_code_prefix(&b.error.message);
-                    match b.error.error_data.and_then(|d| d.details) {
-                        Some(details) if d.is_empty() => details,
-                        _ => d,
-                    }
-                },
-                http,
-            },
-            Err(_) => GraphError::Api {
-                code: i64::from(http),
-                desc: format!("HTTP {http}"),
-                http,
-            },
-        })
-    }
-
-    /// Runs `make()` until it succeeds, fails for good, or retries run out.
-    async fn with_retries(
-        &self,
-        make: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<Value, GraphError> {
-        let mut attempt = 0;
-        loop {
-            match self.once(make()).await {
-                Err(e) if e.transient() && attempt < self.retry.len() => {
-                    let base = self.retry[attempt];
-                    attempt += 1;
-                    tracing::debug!(error = ?e, attempt, "transient Graph API failure; retrying");
-                    let jitter = rand::thread_rng().gen_range(0.9..=1.1);
-                    tokio::time::sleep(Duration::from_secs_f64(base * jitter)).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// `POST {base}/{phone_number_id}/messages` with `body`; the new
-    /// message's `wamid` on success.
-    pub async fn send(&self, creds: &Creds, body: &Value) -> Result<String, GraphError> {
-        let url = format!(
-            "{}/{}/messages",
-            creds.base.trim_end_matches('/'),
-            creds.phone_number_id
-        );
-        let v = self
-            .with_retries(|| {
-                self.client
-                    .post(&url)
-                    .bearer_auth(creds.token.expose())
-                    .json(body)
-            })
-            .await?;
-        let sent: SendResponse = serde_json::from_value(v).map_err(|e| GraphError::Api {
-            code: 200,
-            desc: format!("unreadable send response: {e}"),
-            http: 200,
-        })?;
-        sent.messages
-            .into_iter()
-            .next()
-            .map(|m| m.id)
-            .ok_or_else(|| GraphError::Api {
-                code: 200,
-                desc: "send response without messages[].id".into(),
-                http: 200,
-            })
-    }
-
-    /// Every template of the bot's business account: `GET
-    /// {base}/{waba_id}/message_templates`, following `paging.next` (same
-    /// origin only) for at most 50 pages.
-    pub async fn templates(&self, creds: &Creds) -> Result<Vec<Value>, GraphError> {
-        let base = creds.base.trim_end_matches('/');
-        let mut url = format!(
-            "{base}/{}/message_templates?limit=100&fields=name,language,status,category,components,id",
-            creds.waba_id
-        );
-        let origin = reqwest::Url::parse(base).ok().map(|u| u.origin());
-        let mut out = Vec::new();
-        for _ in 0..MAX_TEMPLATE_PAGES {
-            let v = self
-                .with_retries(|| self.client.get(&url).bearer_auth(creds.token.expose()))
-                .await?;
-            let page: TemplatesPage = serde_json::from_value(v).map_err(|e| GraphError::Api {
-                code: 200,
-                desc: format!("unreadable templates page: {e}"),
-                http: 200,
-            })?;
-            out.extend(page.data);
-            match page.paging.and_then(|p| p.next) {
-                Some(next)
-                    if reqwest::Url::parse(&next).ok().map(|u| u.origin()) == origin
-                        && origin.is_some() =>
-                {
-                    url = next
-                }
-                _ => break,
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// Checks `X-Hub-Signature-256` (`sha256=` + hex HMAC-SHA256 of the raw
@@ -522,6 +290,68 @@ pub fn not_on_whatsapp(code: i64) -> bool {
     code == 131026
 }
 
+impl Notification {
+    /// The neutral events of this notification, in order: for each change of
+    /// the `messages` field, its messages (named from `contacts[]`), then
+    /// its statuses with an ack.
+    pub fn events(&self) -> Vec<Inbound> {
+        let mut out = Vec::new();
+        for change in self.entry.iter().flat_map(|e| &e.changes) {
+            if !change.field.is_empty() && change.field != "messages" {
+                continue;
+            }
+            let v = &change.value;
+            for m in &v.messages {
+                let name = v
+                    .contacts
+                    .iter()
+                    .find(|c| c.wa_id == m.from)
+                    .and_then(|c| c.profile.as_ref())
+                    .map(|p| p.name.trim().to_string())
+                    .unwrap_or_default();
+                let phone = E164::parse(&m.from)
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|_| format!("+{}", m.from));
+                let (typ, text, media_id) = m.content();
+                out.push(Inbound::Message(NeutralMessage {
+                    from: m.from.clone(),
+                    phone: Some(phone),
+                    name,
+                    provider_id: m.id.clone(),
+                    at_ms: unix_ms(&m.timestamp),
+                    typ,
+                    text,
+                    media_id,
+                    reply_to: m.context.as_ref().and_then(|c| c.id.clone()),
+                }));
+            }
+            for s in &v.statuses {
+                let Some(ack) = ack_of_status(&s.status) else {
+                    continue;
+                };
+                let error = s.errors.first().map(|e| (e.code, e.desc()));
+                let ack = match &error {
+                    Some((code, _)) if ack < 0 && not_on_whatsapp(*code) => -2,
+                    _ => ack,
+                };
+                out.push(Inbound::Status(StatusUpdate {
+                    provider_id: s.id.clone(),
+                    reference: s.biz_opaque_callback_data.clone(),
+                    ack,
+                    error,
+                    at_ms: unix_ms(&s.timestamp),
+                }));
+            }
+        }
+        out
+    }
+}
+
+/// Unix ms of a Graph timestamp (Unix seconds as a string).
+fn unix_ms(s: &str) -> Option<i64> {
+    s.parse::<i64>().ok().map(|s| s * 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,14 +367,5 @@ mod tests {
         assert!(!signature_valid("app-secret", b"{}", Some(&good)));
         assert!(!signature_valid("app-secret", body, None));
         assert!(!signature_valid("app-secret", body, Some("sha1=00")));
-    }
-
-    #[test]
-    fn graph_error_prefix_is_stripped() {
-        assert_eq!(
-            strip_code_prefix("(#131047) Re-engagement message"),
-            "Re-engagement message"
-        );
-        assert_eq!(strip_code_prefix("Invalid parameter"), "Invalid parameter");
     }
 }

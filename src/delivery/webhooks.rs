@@ -18,23 +18,22 @@
 //! - An event is in the log (durable) before its command is acknowledged; the
 //!   cursor and the delivery records move together, so a crash at any moment
 //!   repeats deliveries at worst, with the same `webhook-id`, and never skips one.
-//! - Deliveries never follow redirects, never use a proxy, and connect only to
-//!   public addresses unless `allow_private_webhooks` is set; the check is made
-//!   on the resolved addresses at connect time (no DNS rebinding).
+//! - Deliveries go through the guarded client ([`crate::net`]) and the shared
+//!   attempt rules ([`super::next`]).
 //! - A slow endpoint only occupies its own organization's worker.
 
+use super::{next, Attempt, Next};
 use crate::bus::Bus;
 use crate::config::{Config, Secret};
-use crate::domain::iso_millis;
 use crate::model::{Delivery, DeliveryStatus, SigningSecret, Webhook};
+use crate::net::{check_url, guarded_client};
 use crate::store::{Store, StoreError};
+use crate::time::{iso_of_ms, now_ms};
 use base64::Engine;
 use bytes::Bytes;
-use rand::{Rng, RngCore};
-use reqwest::dns::{Name, Resolve, Resolving};
+use rand::RngCore;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,29 +41,6 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// The wait before attempt `attempts + 1` on `schedule` (seconds, ±10%
-/// jitter), or the receiver's `Retry-After` when it gave one.
-pub(crate) fn retry_delay(
-    schedule: &[f64],
-    attempts: u32,
-    retry_after: Option<Duration>,
-) -> Duration {
-    retry_after.unwrap_or_else(|| {
-        let base = schedule[(attempts as usize).min(schedule.len() - 1)];
-        Duration::from_secs_f64(base * rand::thread_rng().gen_range(0.9..=1.1))
-    })
-}
-
-/// Unix milliseconds as the protocol's timestamp (ISO 8601 UTC, milliseconds).
-pub(crate) fn iso_of_ms(ms: i64) -> String {
-    iso_millis(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
-}
 
 /// A new signing secret: `whsec_` + base64 of 32 random bytes.
 pub fn new_secret() -> Secret {
@@ -93,113 +69,6 @@ pub fn check_secret(s: &str) -> Result<(), String> {
         return Err("secret must hold at least 24 bytes".into());
     }
     Ok(())
-}
-
-/// Whether `ip` is a public unicast address: not loopback, private (RFC
-/// 1918, fc00::/7), link-local, CGNAT (100.64/10), unspecified, multicast,
-/// broadcast or documentation. IPv4-mapped IPv6 is judged as IPv4.
-pub fn is_public_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_ip(IpAddr::V4(v4));
-            }
-            let seg = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00
-                || (seg[0] & 0xffc0) == 0xfe80
-                || seg[0] == 0x2001 && seg[1] == 0x0db8)
-        }
-    }
-}
-
-/// Checks a webhook URL when it is set: `https://` (or `http://` when
-/// private webhooks are allowed), a host, and no private IP literal.
-pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid webhook URL: {e}"))?;
-    match parsed.scheme() {
-        "https" => {}
-        "http" if allow_private => {}
-        "http" => return Err("webhook URL must be https://".into()),
-        other => return Err(format!("webhook URL scheme {other} is not allowed")),
-    }
-    if url.len() > 2048 {
-        return Err("webhook URL longer than 2048 characters".into());
-    }
-    let host = parsed.host().ok_or("webhook URL has no host")?;
-    let literal = match host {
-        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
-        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
-        url::Host::Domain(_) => None,
-    };
-    if let Some(ip) = literal {
-        if !allow_private && !is_public_ip(ip) {
-            return Err(format!(
-                "webhook address {ip} is private, loopback or link-local"
-            ));
-        }
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("webhook URL must not carry credentials".into());
-    }
-    Ok(parsed)
-}
-
-/// DNS resolution for deliveries that drops non-public addresses unless
-/// private webhooks are allowed: the address connected to is the one checked.
-struct GuardedResolver {
-    allow_private: bool,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow = self.allow_private;
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| allow || is_public_ip(a.ip()))
-                .collect();
-            if allowed.is_empty() {
-                return Err(format!("{} resolves to no public address", name.as_str()).into());
-            }
-            Ok(Box::new(allowed.into_iter()) as Box<dyn Iterator<Item = SocketAddr> + Send>)
-        })
-    }
-}
-
-/// An outbound HTTP client for URLs that organizations choose (webhooks,
-/// delivery callbacks, a bot's Graph API base): no redirects, no proxy,
-/// `timeout` seconds per request, and only public addresses unless
-/// `allow_private_webhooks`.
-pub fn guarded_client(config: &Config, timeout: f64) -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(Duration::from_secs_f64(timeout))
-        .connect_timeout(Duration::from_secs_f64(timeout.min(10.0)))
-        .pool_max_idle_per_host(config.webhook_concurrency)
-        .dns_resolver(Arc::new(GuardedResolver {
-            allow_private: config.allow_private_webhooks,
-        }))
-        .user_agent(concat!("convgate/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("HTTP client builds")
 }
 
 /// Counters for `GET /metrics`, since the process started.
@@ -261,20 +130,6 @@ const MAX_QUEUED: usize = 10_000;
 /// (perf, scenario M6). Deliveries waiting on a retry are not due and do not
 /// count: during an outage the queue still fills to `MAX_QUEUED`.
 const READY_PER_SLOT: usize = 8;
-
-/// What one attempt gave.
-#[derive(Debug)]
-struct Outcome {
-    status: Option<u16>,
-    error: Option<String>,
-    retry_after: Option<Duration>,
-}
-
-impl Outcome {
-    fn ok(&self) -> bool {
-        self.status.is_some_and(|s| (200..300).contains(&s))
-    }
-}
 
 /// HMAC-SHA256, keyed once per secret (Standard Webhooks, "Signature scheme").
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -351,7 +206,7 @@ struct Worker {
     cursor_dirty: bool,
 }
 
-type Attempts = JoinSet<(u64, i64, Outcome)>;
+type Attempts = JoinSet<(u64, i64, Attempt)>;
 
 impl Deliveries {
     /// The delivery engine; workers run on `tracker` and stop on `shutdown`.
@@ -692,40 +547,26 @@ impl Deliveries {
         signer: Arc<Signer>,
         event_id: String,
         body: Bytes,
-    ) -> impl std::future::Future<Output = Outcome> {
+    ) -> impl std::future::Future<Output = Attempt> {
         let inner = self.inner.clone();
         async move {
             inner.counters.attempts.fetch_add(1, Ordering::Relaxed);
-            let fail = |e: String| Outcome {
-                status: None,
-                error: Some(e),
-                retry_after: None,
-            };
             let url = match &signer.target {
                 Ok(url) => url.clone(),
-                Err(e) => return fail(e.clone()),
+                Err(e) => return Attempt::failed(e.clone()),
             };
             let now = now_ms();
             let ts = (now / 1000).to_string();
             let signature = signer.signature(&event_id, &ts, &body, now);
-            let res = inner
+            let req = inner
                 .client
                 .post(url)
                 .header("content-type", "application/json")
                 .header("webhook-id", &event_id)
                 .header("webhook-timestamp", ts)
                 .header("webhook-signature", signature)
-                .body(body)
-                .send()
-                .await;
-            match res {
-                Ok(r) => Outcome {
-                    status: Some(r.status().as_u16()),
-                    error: None,
-                    retry_after: retry_after_of(&r),
-                },
-                Err(e) => fail(error_chain(&e)),
-            }
+                .body(body);
+            Attempt::post(req).await
         }
     }
 
@@ -736,7 +577,7 @@ impl Deliveries {
         w: &mut Worker,
         seq: u64,
         due: i64,
-        outcome: Outcome,
+        outcome: Attempt,
     ) -> Result<(), StoreError> {
         let inner = &self.inner;
         w.queue.remove(&(due, seq));
@@ -749,32 +590,32 @@ impl Deliveries {
         d.last_status = outcome.status;
         d.last_error = outcome.error.clone();
         let now = now_ms();
-        let next = if outcome.ok() {
-            d.status = DeliveryStatus::Delivered;
-            inner.counters.delivered.fetch_add(1, Ordering::Relaxed);
-            None
-        } else if outcome.status == Some(410) {
+        let schedule = &inner.config.webhook_retry_schedule;
+        let next = if outcome.gone() {
             // 410 Gone: the receiver asks to stop. The event stays pending
             // and goes out when a webhook is set again.
             self.disable(&w.org, "410 Gone").await?;
             w.active = false;
             Some(now)
-        } else if d.attempts as usize >= inner.config.webhook_retry_schedule.len() {
-            d.status = DeliveryStatus::Failed;
-            inner.counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                seq,
-                attempts = d.attempts,
-                "delivery failed for good (dead letter)"
-            );
-            None
         } else {
-            let delay = retry_delay(
-                &inner.config.webhook_retry_schedule,
-                d.attempts,
-                outcome.retry_after,
-            );
-            Some(now + delay.as_millis() as i64)
+            match next(schedule, d.attempts, &outcome, now) {
+                Next::Delivered => {
+                    d.status = DeliveryStatus::Delivered;
+                    inner.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Next::Dead => {
+                    d.status = DeliveryStatus::Failed;
+                    inner.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        seq,
+                        attempts = d.attempts,
+                        "delivery failed for good (dead letter)"
+                    );
+                    None
+                }
+                Next::RetryAt(t) => Some(t),
+            }
         };
         d.next_attempt = next.map(iso_of_ms);
         if let Some(t) = next {
@@ -853,7 +694,7 @@ pub fn new_webhook(url: String, secret: Secret) -> Webhook {
         }],
         enabled: true,
         disabled_reason: None,
-        created: crate::domain::now_iso(),
+        created: crate::time::now_iso(),
     }
 }
 
@@ -866,39 +707,6 @@ fn event_id_of(json: &[u8]) -> String {
     serde_json::from_slice::<Ids>(json)
         .map(|i| i.event_id.into_owned())
         .unwrap_or_default()
-}
-
-/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3), at most 24 h.
-pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
-    let secs = match v.trim().parse::<u64>() {
-        Ok(s) => s,
-        Err(_) => {
-            let t = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
-            (t.timestamp() - chrono::Utc::now().timestamp()).max(0) as u64
-        }
-    };
-    Some(Duration::from_secs(secs.min(86_400)))
-}
-
-/// The delay a 429 or 503 response asks for in `Retry-After`; `None` for
-/// other statuses or without a readable header.
-pub(crate) fn retry_after_of(r: &reqwest::Response) -> Option<Duration> {
-    matches!(r.status().as_u16(), 429 | 503)
-        .then(|| r.headers().get("retry-after"))
-        .flatten()
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after)
-}
-
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
@@ -943,44 +751,5 @@ mod tests {
         assert_eq!(later.split(' ').count(), 1);
         assert!(check_secret(a.expose()).is_ok());
         assert!(check_secret("whsec_c2hvcnQ=").is_err());
-    }
-
-    #[test]
-    fn private_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-            "0.0.0.0",
-        ] {
-            assert!(!is_public_ip(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
-            assert!(is_public_ip(ip.parse().unwrap()), "{ip}");
-        }
-        assert!(check_url("http://example.com/hook", false).is_err());
-        assert!(check_url("https://127.0.0.1/hook", false).is_err());
-        assert!(check_url("https://[::1]/hook", false).is_err());
-        assert!(check_url("https://example.com/hook", false).is_ok());
-        assert!(check_url("http://127.0.0.1:9/hook", true).is_ok());
-        assert!(check_url("ftp://example.com/", true).is_err());
-    }
-
-    #[test]
-    fn retry_after_parses_seconds_and_dates() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("999999"),
-            Some(Duration::from_secs(86_400))
-        );
-        assert!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT").is_some());
-        assert_eq!(parse_retry_after("soon"), None);
     }
 }

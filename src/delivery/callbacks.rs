@@ -5,18 +5,19 @@
 //! The callback is queued in the store's durable outbox in the same atomic
 //! write as the ack change, so an ack that exists is called back at least
 //! once, across crashes. One worker drains the outbox with at most
-//! `webhook_concurrency` requests in flight, through the same guarded client
-//! as organization webhooks (public addresses only unless
-//! `allow_private_webhooks`, no redirects, no proxy), and retries on
-//! `webhook_retry_schedule` (±10% jitter, `Retry-After` honoured); a
-//! callback that exhausts it is kept as a dead letter (`cbf/`) and logged.
+//! `webhook_concurrency` requests in flight, through the delivery engine
+//! shared with organization webhooks ([`super::Attempt`], [`super::next`]:
+//! the guarded client, `webhook_retry_schedule`, `Retry-After`); a callback
+//! that exhausts the schedule is kept as a dead letter and logged.
 //! Callbacks of one message may arrive out of order: receivers compare `ack`.
 
+use super::{next, Attempt, Next};
 use crate::config::Config;
 use crate::model::CallbackJob;
+use crate::net::guarded_client;
 use crate::secrets::Sealer;
 use crate::store::{Store, StoreError};
-use crate::webhook::{guarded_client, now_ms, retry_after_of, retry_delay};
+use crate::time::now_ms;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -145,28 +146,25 @@ async fn attempt(inner: &Inner, key: &[u8], mut job: CallbackJob) -> Result<(), 
     for (name, value) in &headers {
         req = req.header(name.as_str(), value.as_str());
     }
-    let (ok, retry_after, error) = match req.body(job.body.clone()).send().await {
-        Ok(r) if r.status().is_success() => (true, None, None),
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (false, retry_after_of(&r), Some(format!("HTTP {status}")))
-        }
-        Err(e) => (false, None, Some(crate::webhook::error_chain(&e))),
-    };
+    let outcome = Attempt::post(req.body(job.body.clone())).await;
     job.attempts += 1;
-    if ok {
-        inner.delivered.fetch_add(1, Ordering::Relaxed);
-        return inner.store.settle_callback(key, &job, None, false);
+    job.last_error = outcome.failure();
+    match next(
+        &inner.config.webhook_retry_schedule,
+        job.attempts,
+        &outcome,
+        now_ms(),
+    ) {
+        Next::Delivered => {
+            inner.delivered.fetch_add(1, Ordering::Relaxed);
+            inner.store.settle_callback(key, &job, None, false)
+        }
+        Next::Dead => {
+            inner.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(mid = %job.mid, attempts = job.attempts, error = ?job.last_error,
+                "delivery callback failed for good (dead letter)");
+            inner.store.settle_callback(key, &job, None, true)
+        }
+        Next::RetryAt(t) => inner.store.settle_callback(key, &job, Some(t), false),
     }
-    job.last_error = error;
-    let schedule = &inner.config.webhook_retry_schedule;
-    if job.attempts as usize >= schedule.len() {
-        inner.failed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(mid = %job.mid, attempts = job.attempts, error = ?job.last_error,
-            "delivery callback failed for good (dead letter)");
-        return inner.store.settle_callback(key, &job, None, true);
-    }
-    let delay = retry_delay(schedule, job.attempts, retry_after);
-    let next = now_ms() + delay.as_millis() as i64;
-    inner.store.settle_callback(key, &job, Some(next), false)
 }

@@ -1,0 +1,121 @@
+//! Fields shared by several commands, parsed once into their types: a
+//! send's idempotency key, `webhookHeaders`, and the `agentEmail` a send
+//! names.
+
+use super::Fields;
+use crate::ctx::Ctx;
+use crate::error::{ApiError, ErrorCode};
+use crate::idempotency::Key;
+use crate::model::Org;
+use serde_json::Value;
+
+/// The idempotency key of a send (`idempotencyKey` field, or the POST
+/// `Idempotency-Key` header the transport copies into it) and the hash of
+/// the request it names: SHA-256 of the fields other than `token` and the
+/// key, keys sorted. Errors: 1017 a key that is not 1–255 visible ASCII
+/// characters.
+pub(crate) fn idempotency(f: &Fields) -> Result<Option<Key>, ApiError> {
+    use sha2::{Digest, Sha256};
+    let Some(key) = f.opt_str("idempotencyKey", ErrorCode::InvalidJson)? else {
+        return Ok(None);
+    };
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            "idempotencyKey must be 1-255 visible ASCII characters",
+        ));
+    }
+    let mut h = Sha256::new();
+    for (k, v) in f.canonical(&["token", "idempotencyKey"]) {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    Ok(Some(Key {
+        key: key.to_string(),
+        request_sha256: hex::encode(h.finalize()),
+    }))
+}
+
+/// `webhookHeaders` (reference: "Array of headers for webhook callbacks"):
+/// `[{"name":…,"value":…}]` (`key` for `name` also read), `["Name: value"]`,
+/// or an object of names to values. At most 20; names and values must be
+/// valid HTTP; `Host`, `Content-Length`, `Content-Type`, `Transfer-Encoding`
+/// and `Connection` are refused. Error: 1017.
+pub(crate) fn webhook_headers(f: &Fields) -> Result<Vec<(String, String)>, ApiError> {
+    let bad = |m: String| ApiError::new(ErrorCode::InvalidJson, format!("webhookHeaders: {m}"));
+    let mut out = Vec::new();
+    let pairs: Vec<(String, String)> = match f.value("webhookHeaders") {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(bad(format!("{k} must have a string value"))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|h| match h {
+                Value::String(s) => s
+                    .split_once(':')
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                    .ok_or_else(|| bad(format!("{s:?} is not \"Name: value\""))),
+                Value::Object(o) => {
+                    let name = o
+                        .get("name")
+                        .or_else(|| o.get("key"))
+                        .and_then(Value::as_str);
+                    let value = o.get("value").and_then(Value::as_str);
+                    match (name, value) {
+                        (Some(n), Some(v)) => Ok((n.to_string(), v.to_string())),
+                        _ => Err(bad("each header needs string name and value".into())),
+                    }
+                }
+                _ => Err(bad(
+                    "each header is an object or a \"Name: value\" string".into()
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("must be an array".into())),
+    };
+    if pairs.len() > 20 {
+        return Err(bad("at most 20 headers".into()));
+    }
+    for (name, value) in pairs {
+        let n = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad(format!("{name:?} is not a header name")))?;
+        if matches!(
+            n.as_str(),
+            "host" | "content-length" | "content-type" | "transfer-encoding" | "connection"
+        ) {
+            return Err(bad(format!("{name} cannot be set")));
+        }
+        reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|_| bad(format!("the value of {name} is not a header value")))?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// The optional `agentEmail` of a send: must name an agent of the
+/// organization (2002 otherwise; `CreateAgent` adds agents).
+pub(crate) fn agent_of(
+    ctx: &Ctx,
+    org: &Org,
+    email: Option<&str>,
+) -> Result<Option<crate::model::Agent>, ApiError> {
+    let Some(email) = email else {
+        return Ok(None);
+    };
+    ctx.store
+        .agent(&org.id, email.trim())?
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnknownAgent,
+                format!("unable to assign to agent {email:?}: no such agent (CreateAgent)"),
+            )
+        })
+}

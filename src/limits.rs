@@ -1,0 +1,146 @@
+//! Rate limits (the `governor` crate): commands per token, messages per
+//! token and messages per phone number (reference, "Sending Messages": 10
+//! per second per token, 1 per second per phone number), each a keyed
+//! limiter with an equal burst, reporting what is left for the
+//! `X-RateLimit-*` headers.
+//!
+//! Memory is bounded: [`Limits::shrink`] drops the state of keys whose
+//! budget is full again (the maintenance task calls it).
+
+use crate::error::{ApiError, ErrorCode};
+use crate::reply::RateInfo;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// A keyed `governor` limiter that reports its remaining budget.
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
+
+/// One configured limit: `per_second` with an equal burst, keyed by `K`.
+struct Limit<K: Hash + Eq + Clone> {
+    limiter: Keyed<K>,
+}
+
+/// Over a limit: the wait until one unit is available, and the budget.
+pub type Limited = (Duration, RateInfo);
+
+impl<K: Hash + Eq + Clone> Limit<K> {
+    fn new(per_second: u32) -> Option<Limit<K>> {
+        NonZeroU32::new(per_second).map(|n| Limit {
+            limiter: RateLimiter::keyed(Quota::per_second(n))
+                .with_middleware::<StateInformationMiddleware>(),
+        })
+    }
+
+    /// Takes one unit for `key`: the budget left, or the wait and the budget.
+    fn check(&self, key: &K) -> Result<RateInfo, Limited> {
+        let now_s = chrono::Utc::now().timestamp();
+        let info = |quota: Quota, remaining: u32| {
+            let limit = quota.burst_size().get();
+            let refill = quota.replenish_interval() * (limit - remaining);
+            RateInfo {
+                limit,
+                remaining,
+                reset: now_s + refill.as_secs() as i64 + i64::from(refill.subsec_nanos() > 0),
+            }
+        };
+        match self.limiter.check_key(key) {
+            Ok(snap) => Ok(info(snap.quota(), snap.remaining_burst_capacity())),
+            Err(not_until) => Err((
+                not_until.wait_time_from(DefaultClock::default().now()),
+                info(not_until.quota(), 0),
+            )),
+        }
+    }
+}
+
+/// The configured limits; `None` where a limit is 0 (off).
+pub struct Limits {
+    /// Commands per token (`rate_limit`).
+    commands: Option<Limit<String>>,
+    /// Messages per token (`send_rate_limit`, reference: 10/s).
+    sends: Option<Limit<String>>,
+    /// Messages per phone number (`phone_rate_limit`, reference: 1/s).
+    phones: Option<Limit<(String, String)>>,
+}
+
+impl Limits {
+    /// Limits of `commands`, `sends` per second per organization and
+    /// messages per second per `phones` number; 0 turns one off.
+    pub fn new(commands: u32, sends: u32, phones: u32) -> Limits {
+        Limits {
+            commands: Limit::new(commands),
+            sends: Limit::new(sends),
+            phones: Limit::new(phones),
+        }
+    }
+
+    /// Takes one command of organization `org`: the budget left (`None`
+    /// when unlimited), or the wait and budget when over.
+    pub fn command(&self, org: &str) -> Result<Option<RateInfo>, Limited> {
+        self.commands
+            .as_ref()
+            .map(|l| l.check(&org.to_string()))
+            .transpose()
+    }
+
+    /// Takes one message of organization `org`'s send budget.
+    pub fn send(&self, org: &str) -> Result<Option<RateInfo>, Limited> {
+        self.sends
+            .as_ref()
+            .map(|l| l.check(&org.to_string()))
+            .transpose()
+    }
+
+    /// Takes one message to `phone` (E.164) of `org`. Errors: 2007 with the wait.
+    pub fn phone(&self, org: &str, phone: &str) -> Result<(), ApiError> {
+        let Some(l) = &self.phones else {
+            return Ok(());
+        };
+        l.check(&(org.to_string(), phone.to_string()))
+            .map(|_| ())
+            .map_err(|(wait, _)| {
+                ApiError::new(
+                    ErrorCode::PhoneRateLimited,
+                    "rate limit reached for this phone number",
+                )
+                .with_retry_after(wait)
+            })
+    }
+
+    /// Drops limiter state of keys that are full again (bounded memory).
+    pub fn shrink(&self) {
+        if let Some(l) = &self.commands {
+            l.limiter.retain_recent();
+        }
+        if let Some(l) = &self.sends {
+            l.limiter.retain_recent();
+        }
+        if let Some(l) = &self.phones {
+            l.limiter.retain_recent();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_run_out_and_report_what_is_left() {
+        let l = Limits::new(2, 0, 1);
+        assert_eq!(l.command("o").unwrap().unwrap().remaining, 1);
+        assert_eq!(l.command("o").unwrap().unwrap().remaining, 0);
+        let (wait, info) = l.command("o").unwrap_err();
+        assert!(wait > Duration::ZERO && info.remaining == 0);
+        assert!(l.command("other").is_ok(), "budgets are per organization");
+        assert_eq!(l.send("o").unwrap(), None, "0 turns a limit off");
+        assert!(l.phone("o", "+447922029419").is_ok());
+        let e = l.phone("o", "+447922029419").unwrap_err();
+        assert_eq!(e.code, ErrorCode::PhoneRateLimited);
+    }
+}

@@ -1,0 +1,479 @@
+//! The message lifecycle: what sends and provider webhooks mean for users,
+//! messages, acks and delivery callbacks, for every channel alike.
+//!
+//! # Acks (reference, "Message Acknowledgement Codes")
+//! 0 at the server, 1 sent, 2 delivered, 3 read, 10 replied (templates),
+//! -1 failed, -2 not on the channel. An ack only moves forward along
+//! 0 → 1 → 2 → 3 → 10; a failure is accepted only before delivery (0 or 1)
+//! and is final. So a late `delivered` after `read`, or a duplicate status,
+//! changes nothing and calls back nothing.
+//!
+//! # Invariants
+//! - An outbound message is stored (ack 0) before the provider is called,
+//!   and its `mid` travels with the send as the channel's reference:
+//!   statuses find it even when a crash lost the provider's id.
+//! - Every ack change and the callback it causes are one atomic write.
+//! - An inbound message is recognised by its provider id: a redelivery has
+//!   no second effect.
+//! - Provider errors are stored neutrally and named after the channel only
+//!   in replies and callbacks ([`Channel::error_fields`]).
+
+pub mod templates;
+
+use crate::channel::{Channel, Content, Inbound, Recipient, SendError, Settings};
+use crate::ctx::Ctx;
+use crate::domain::make_uid;
+use crate::error::{ApiError, ErrorCode};
+use crate::events::{changed_fields, on_user_create, on_user_update};
+use crate::idempotency::Key;
+use crate::model::{Bot, CallbackJob, CallbackSpec, IdempotentReply, Message, Org, Sealed, Sender};
+use crate::reply::Reply;
+use crate::store::{StoreError, WriteTx};
+use crate::time::{iso_of_ms, ms_of_iso, now_ms};
+use crate::users::new_user;
+use rand::RngCore;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+
+/// A new message id: 24 hex characters, like the reference's `mid`s
+/// (4 bytes of Unix seconds, then 8 random bytes).
+pub fn new_mid() -> String {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&(chrono::Utc::now().timestamp() as u32).to_be_bytes());
+    rand::rngs::OsRng.fill_bytes(&mut b[4..]);
+    hex::encode(b)
+}
+
+fn rank(ack: i8) -> i8 {
+    match ack {
+        10 => 4,
+        a => a,
+    }
+}
+
+/// Whether a message at ack `from` moves to `to` (see the module docs).
+pub fn ack_advances(from: i8, to: i8) -> bool {
+    match (from, to) {
+        (f, _) if f < 0 => false,
+        (f, t) if t < 0 => f < 2,
+        (f, t) => rank(t) > rank(f),
+    }
+}
+
+/// Moves `msg` to `ack` if that advances it, staging the message and, when
+/// the send asked for one, its callback (the provider error named by
+/// `error_fields`). Returns whether it changed.
+fn set_ack(
+    tx: &mut WriteTx<'_>,
+    org: &str,
+    msg: &mut Message,
+    ack: i8,
+    error: Option<(i64, String)>,
+    at_ms: i64,
+    error_fields: (&str, &str),
+) -> bool {
+    if !ack_advances(msg.ack, ack) {
+        return false;
+    }
+    msg.ack = ack;
+    if let Some((code, desc)) = error {
+        msg.error_code = Some(code);
+        msg.error_desc = Some(desc);
+    }
+    tx.put_message(msg, ms_of_iso(&msg.dt));
+    if let Some(cb) = &msg.callback {
+        let mut body = json!({
+            "ok": 1,
+            "mid": msg.mid,
+            "uid": msg.uid,
+            "botID": msg.bot_id,
+            "ack": ack,
+            "timestamp": iso_of_ms(at_ms),
+            "webhookPayload": cb.payload.clone().unwrap_or(Value::Null),
+        });
+        if let (Some(code), Some(desc)) = (msg.error_code, &msg.error_desc) {
+            body[error_fields.0] = code.into();
+            body[error_fields.1] = desc.clone().into();
+        }
+        tx.queue_callback(
+            &CallbackJob {
+                org: org.to_string(),
+                mid: msg.mid.clone(),
+                url: cb.url.clone(),
+                headers: cb.headers.clone(),
+                body: body.to_string(),
+                attempts: 0,
+                queued_ms: now_ms(),
+                last_error: None,
+            },
+            now_ms(),
+        );
+    }
+    true
+}
+
+/// The reply for a failed send: the channel's error for a refusal, 2003
+/// when the provider did not answer.
+pub fn send_error(channel: &dyn Channel, e: &SendError) -> ApiError {
+    match e {
+        SendError::Rejected { code, desc, .. } => channel.rejected(*code, desc),
+        SendError::Unreachable(why) => ApiError::new(
+            ErrorCode::Timeout,
+            format!("{} did not answer: {why}", channel.provider()),
+        ),
+    }
+}
+
+/// An outbound message to send.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The recipient's uid.
+    pub uid: String,
+    /// Where the channel delivers it.
+    pub to: Recipient,
+    /// `typ` of the conversation row.
+    pub typ: String,
+    /// Text of the conversation row.
+    pub msg: String,
+    /// What the channel sends.
+    pub content: Content,
+    /// Delivery callback of the send.
+    pub callback: Option<CallbackSpec>,
+    /// Agent the chat is assigned to.
+    pub agent_email: Option<String>,
+    /// The send's idempotency key, if any.
+    pub idem: Option<Key>,
+    /// The command name, for replies.
+    pub cmd: &'static str,
+}
+
+/// Sends `out` through `bot`'s `channel`: stores the message at ack 0
+/// (creating the user, `onUserCreate`, when new), calls the provider
+/// (transient failures retried by the channel), and records the provider
+/// id or the failure (ack -1/-2, with its callback). `ok_reply(mid)` is the
+/// reply on success; under an idempotency key it is stored with the message,
+/// so a retry after a crash replays it rather than sending twice.
+pub async fn send(
+    ctx: &Ctx,
+    org: &Org,
+    bot: &Bot,
+    (channel, settings): (&dyn Channel, &Settings),
+    mut out: Outbound,
+    ok_reply: impl Fn(&str) -> Reply,
+) -> Result<Reply, ApiError> {
+    let idem = out.idem.take();
+    let idem = idem.as_ref();
+    let cmd = out.cmd;
+    let mid = new_mid();
+    let now = now_ms();
+    let reply = ok_reply(&mid);
+    let template = match &out.content {
+        Content::Template { name, language, .. } => Some((name.clone(), language.clone())),
+        Content::Text { .. } => None,
+    };
+    let msg = Message {
+        mid: mid.clone(),
+        uid: out.uid.clone(),
+        bot_id: bot.id,
+        sender: if out.agent_email.is_some() {
+            Sender::Agent
+        } else {
+            Sender::System
+        },
+        typ: out.typ.clone(),
+        msg: out.msg.clone(),
+        media_id: None,
+        dt: iso_of_ms(now),
+        ack: 0,
+        provider_id: None,
+        template,
+        error_code: None,
+        error_desc: None,
+        callback: out.callback.take(),
+        agent_email: out.agent_email.clone(),
+    };
+    ctx.store
+        .write(&org.id, |tx| {
+            if tx.store().user(&org.id, &out.uid)?.is_none() {
+                let phone = out.to.phone.as_ref().map_or("", |p| p.as_str());
+                let rec = new_user(bot, &out.uid, phone, "");
+                tx.put_user(&rec);
+                tx.emit(on_user_create(&rec.user))?;
+            }
+            tx.put_message(&msg, now);
+            let before = tx.store().channel_state(&org.id, &out.uid)?;
+            let mut state = before.clone();
+            channel.note_send(&mut state, &mid, &out.content);
+            if state != before {
+                tx.put_channel_state(&out.uid, &state);
+            }
+            if let Some(i) = idem {
+                tx.put_idempotent(
+                    &i.key,
+                    &IdempotentReply {
+                        request_sha256: i.request_sha256.clone(),
+                        reply: String::from_utf8_lossy(&reply.to_json()).into_owned(),
+                        created_ms: now,
+                    },
+                );
+            }
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    let result = channel.send(settings, &out.to, &out.content, &mid).await;
+    let failure = ctx
+        .store
+        .write(&org.id, |tx| {
+            let Some(mut m) = tx.store().message(&org.id, &mid)? else {
+                return Ok::<_, ApiError>(None);
+            };
+            match &result {
+                Ok(provider_id) => {
+                    m.provider_id = Some(provider_id.clone());
+                    tx.put_message(&m, now);
+                    Ok(None)
+                }
+                Err(e) => {
+                    let err = send_error(channel, e);
+                    if let SendError::Rejected {
+                        code,
+                        desc,
+                        recipient_gone,
+                    } = e
+                    {
+                        let ack = if *recipient_gone { -2 } else { -1 };
+                        let error = Some((*code, desc.clone()));
+                        let fields = channel.error_fields();
+                        set_ack(tx, &org.id, &mut m, ack, error, now_ms(), fields);
+                    }
+                    if let Some(i) = idem {
+                        match e {
+                            // No answer: the send may be retried under the same key.
+                            SendError::Unreachable(_) => tx.forget_idempotent(&i.key),
+                            SendError::Rejected { .. } => tx.put_idempotent(
+                                &i.key,
+                                &IdempotentReply {
+                                    request_sha256: i.request_sha256.clone(),
+                                    reply: String::from_utf8_lossy(
+                                        &Reply::error(cmd, &err).to_json(),
+                                    )
+                                    .into_owned(),
+                                    created_ms: now,
+                                },
+                            ),
+                        }
+                    }
+                    Ok(Some(err))
+                }
+            }
+        })
+        .await?;
+    ctx.callbacks.wake();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(reply),
+    }
+}
+
+/// What a provider webhook changed, for logs and tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// New inbound messages stored.
+    pub messages: usize,
+    /// Inbound messages already known (redeliveries).
+    pub duplicates: usize,
+    /// Ack changes made.
+    pub acks: usize,
+    /// Statuses about unknown messages or without effect.
+    pub ignored: usize,
+}
+
+/// Applies the `events` of one provider webhook to the organization of
+/// `bot`, in one durable write: new users (`onUserCreate`; a user first
+/// reached by a send gets the profile name, `onUserUpdate`), inbound
+/// messages (noted in the user's channel state; a reply moves the message
+/// it answers to ack 10 when that was a template), and statuses (acks
+/// forward only, with callbacks).
+pub async fn apply_inbound(
+    ctx: &Ctx,
+    org: &str,
+    bot: &Bot,
+    channel: &dyn Channel,
+    events: &[Inbound],
+) -> Result<Applied, StoreError> {
+    let fields = channel.error_fields();
+    let applied = ctx
+        .store
+        .write(org, |tx| {
+            let mut a = Applied::default();
+            // Staged state, so that one payload may touch a message twice.
+            let mut msgs: HashMap<String, Message> = HashMap::new();
+            let mut seen: HashSet<&str> = HashSet::new();
+            let mut users: HashSet<String> = HashSet::new();
+            let load = |tx: &WriteTx<'_>,
+                        msgs: &HashMap<String, Message>,
+                        mid: &str|
+             -> Result<Option<Message>, StoreError> {
+                match msgs.get(mid) {
+                    Some(m) => Ok(Some(m.clone())),
+                    None => tx.store().message(org, mid),
+                }
+            };
+            for event in events {
+                match event {
+                    Inbound::Message(m) => {
+                        if !seen.insert(&m.provider_id)
+                            || tx.store().mid_of_provider_id(org, &m.provider_id)?.is_some()
+                        {
+                            a.duplicates += 1;
+                            continue;
+                        }
+                        let uid = make_uid(bot.id, bot.kind, &m.from);
+                        if users.insert(uid.clone()) {
+                            meet_user(tx, org, bot, &uid, m.phone.as_deref(), &m.name)?;
+                        }
+                        let at_ms = m.at_ms.unwrap_or_else(now_ms);
+                        let msg = Message {
+                            mid: new_mid(),
+                            uid: uid.clone(),
+                            bot_id: bot.id,
+                            sender: Sender::Client,
+                            typ: m.typ.clone(),
+                            msg: m.text.clone(),
+                            media_id: m.media_id.clone(),
+                            dt: iso_of_ms(at_ms),
+                            ack: 0,
+                            provider_id: Some(m.provider_id.clone()),
+                            template: None,
+                            error_code: None,
+                            error_desc: None,
+                            callback: None,
+                            agent_email: None,
+                        };
+                        tx.put_message(&msg, at_ms);
+                        a.messages += 1;
+                        let mut state = tx.store().channel_state(org, &uid)?;
+                        let last = channel.note_inbound(&mut state, at_ms);
+                        tx.put_channel_state(&uid, &state);
+                        // A reply: to the message it quotes, else to the
+                        // one the channel's state names.
+                        let replied = match &m.reply_to {
+                            Some(p) => tx.store().mid_of_provider_id(org, p)?,
+                            None => last,
+                        };
+                        if let Some(mid) = replied {
+                            if let Some(mut t) = load(tx, &msgs, &mid)? {
+                                if t.template.is_some()
+                                    && set_ack(tx, org, &mut t, 10, None, at_ms, fields)
+                                {
+                                    a.acks += 1;
+                                    msgs.insert(mid, t);
+                                }
+                            }
+                        }
+                    }
+                    Inbound::Status(s) => {
+                        let by_reference = match s.reference.as_deref() {
+                            Some(mid) => load(tx, &msgs, mid)?.filter(|m| m.bot_id == bot.id),
+                            None => None,
+                        };
+                        let found = match by_reference {
+                            Some(m) => Some(m),
+                            None => match tx.store().mid_of_provider_id(org, &s.provider_id)? {
+                                Some(mid) => load(tx, &msgs, &mid)?,
+                                None => None,
+                            },
+                        };
+                        let Some(mut msg) = found else {
+                            tracing::debug!(provider_id = %s.provider_id, "status of an unknown message");
+                            a.ignored += 1;
+                            continue;
+                        };
+                        if msg.provider_id.is_none() {
+                            msg.provider_id = Some(s.provider_id.clone());
+                            tx.put_message(&msg, ms_of_iso(&msg.dt));
+                        }
+                        let at_ms = s.at_ms.unwrap_or_else(now_ms);
+                        if set_ack(tx, org, &mut msg, s.ack, s.error.clone(), at_ms, fields) {
+                            a.acks += 1;
+                        } else {
+                            a.ignored += 1;
+                        }
+                        msgs.insert(msg.mid.clone(), msg);
+                    }
+                }
+            }
+            Ok::<_, StoreError>(a)
+        })
+        .await?;
+    if applied.acks > 0 {
+        ctx.callbacks.wake();
+    }
+    Ok(applied)
+}
+
+/// Stages the user `uid` a webhook names: created when new
+/// (`onUserCreate`), or named when a send reached it first without a name
+/// (`onUserUpdate`).
+fn meet_user(
+    tx: &mut WriteTx<'_>,
+    org: &str,
+    bot: &Bot,
+    uid: &str,
+    phone: Option<&str>,
+    name: &str,
+) -> Result<(), StoreError> {
+    match tx.store().user(org, uid)? {
+        None => {
+            let rec = new_user(bot, uid, phone.unwrap_or(""), name);
+            tx.put_user(&rec);
+            tx.emit(on_user_create(&rec.user))?;
+        }
+        Some(mut rec) if rec.user.name.is_empty() && !name.is_empty() => {
+            let before = rec.user.clone();
+            let named = new_user(bot, uid, &rec.user.phone, name).user;
+            rec.user.name = named.name;
+            rec.user.first_name = named.first_name;
+            rec.user.last_name = named.last_name;
+            let update = changed_fields(&before, &rec.user);
+            tx.put_user(&rec);
+            tx.emit(on_user_update(&rec.user, update))?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// Seals `webhookHeaders` pairs for storage.
+pub fn seal_headers(ctx: &Ctx, headers: &[(String, String)]) -> Sealed {
+    Sealed(
+        ctx.sealer
+            .seal(&serde_json::to_string(headers).expect("header pairs serialise")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_only_move_forward() {
+        assert!(ack_advances(0, 1));
+        assert!(ack_advances(1, 3));
+        assert!(ack_advances(3, 10));
+        assert!(!ack_advances(3, 2), "late delivered after read");
+        assert!(!ack_advances(2, 2), "duplicate");
+        assert!(ack_advances(1, -1));
+        assert!(!ack_advances(2, -1), "failure after delivery");
+        assert!(!ack_advances(-1, 3), "failure is final");
+        assert!(!ack_advances(10, 3));
+    }
+
+    #[test]
+    fn mids_are_24_hex() {
+        let m = new_mid();
+        assert_eq!(m.len(), 24);
+        assert!(m.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(m, new_mid());
+    }
+}

@@ -1,0 +1,385 @@
+//! The embedded store: the only code that imports sled.
+//!
+//! One [`Store`] type, its accessors split into files by record kind
+//! ([`orgs`], [`users`], [`bots`], [`messages`], [`events`], [`webhooks`],
+//! [`callbacks`], [`agents`]); encodings in [`codec`]; upgrades of data
+//! written by earlier layouts in [`migrate`].
+//!
+//! Everything lives in one sled tree under organization-scoped key prefixes,
+//! so that one [`sled::Batch`] applies a change and the event it causes
+//! atomically. The key layout, in one place:
+//!
+//! | key | value |
+//! |---|---|
+//! | `meta/layout` | layout version, u64 big-endian (absent: 1, the WhatsApp-only layout) |
+//! | `org/{org}` | [`Org`](crate::model::Org) JSON |
+//! | `tok/{sha256 hex}` | organization id |
+//! | `seq/{org}` | last event `seq`, u64 big-endian |
+//! | `bot/{org}/{botID:020}` | [`Bot`](crate::model::Bot) JSON (channel settings, sealed secrets) |
+//! | `bix/{botID:020}` | organization of the bot (inbound URLs carry only the botID) |
+//! | `usr/{org}/{uid}` | [`UserRecord`](crate::model::UserRecord): `0x01`, u32 BE length, the user's JSON, the tags' JSON (older records: one JSON object) |
+//! | `dat/{org}/{uid}` | custom user data (`SetUserData`) JSON |
+//! | `tag/{org}/{lowercase name}` | [`Tag`](crate::model::Tag) JSON |
+//! | `evt/{org}/{seq:020}` | the event JSON, as sent |
+//! | `eid/{org}/{eventId}` | the event's `seq`, u64 big-endian |
+//! | `whk/{org}` | [`Webhook`](crate::model::Webhook) JSON |
+//! | `dcur/{org}` | last `seq` queued for webhook delivery, u64 big-endian |
+//! | `dlv/{org}/{seq:020}` | [`Delivery`](crate::model::Delivery), postcard (compact binary) |
+//! | `dq/{org}/{due ms:020}/{seq:020}` | a pending attempt, due at that Unix ms; value: queued ms |
+//! | `msg/{org}/{mid}` | [`Message`](crate::model::Message) JSON |
+//! | `pid/{org}/{provider id}` | `mid` of the provider's message id (dedupe, statuses) |
+//! | `cnv/{org}/{uid}/{dt ms:020}/{mid}` | empty: the user's conversation in time order |
+//! | `chs/{org}/{uid}` | the user's channel state, JSON defined by the channel |
+//! | `agt/{org}/{lowercase email}` | [`Agent`](crate::model::Agent) JSON; `agc/{org}` the last `aid` |
+//! | `idm/{org}/{key}` | [`IdempotentReply`](crate::model::IdempotentReply) JSON |
+//! | `tpl/{org}/{botID:020}` | [`TemplateCache`](crate::model::TemplateCache) JSON |
+//! | `cbq/{due ms:020}/{id}` | a [`CallbackJob`](crate::model::CallbackJob) due at that Unix ms |
+//! | `cbf/{id}` | a [`CallbackJob`](crate::model::CallbackJob) that exhausted its retries (dead letter) |
+//!
+//! Invariants: writes are serialised by one mutex held only around in-memory
+//! sled operations (never across an await), which makes each organization's
+//! `seq` gap-free and the log ordered. [`Store::write`] returns only after the
+//! change is flushed to disk; concurrent writers share one flush (group
+//! commit), and events are handed to the bus in `seq` order after the flush
+//! that made them durable, never before.
+//!
+//! Delivery bookkeeping (`dcur`, `dlv`, `dq`, callback outcomes) is written
+//! without waiting for a flush: losing the last of it in a crash only
+//! repeats deliveries (at least once), it never skips one, because the
+//! cursor and the queue move in the same batch and the event log itself is
+//! always durable first.
+
+mod agents;
+mod bots;
+mod callbacks;
+mod codec;
+mod events;
+mod messages;
+mod migrate;
+mod orgs;
+mod users;
+mod webhooks;
+
+use crate::model::Event;
+use crate::model::Org;
+use codec::{be_u64, decode, key};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+/// A failure of the storage layer. Handlers map it to 2004 Internal error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the data directory's lock.
+    #[error("data dir {0} is locked by another convgate process (sled lock on {0}/db)")]
+    Locked(PathBuf),
+    /// sled reported an error.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record did not decode (corruption or an incompatible version).
+    #[error("store: corrupt record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// A binary record did not decode.
+    #[error("store: corrupt binary record: {0}")]
+    Codec(String),
+    /// The flusher stopped (the store is shutting down).
+    #[error("store: closed")]
+    Closed,
+}
+
+/// Called with each event once it is durable, in `seq` order per organization.
+pub type OnDurable = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// A cheap, cloneable handle to the store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    write_lock: Mutex<()>,
+    flush_tx: mpsc::UnboundedSender<Pending>,
+    flushes: AtomicU64,
+    flushed_writes: AtomicU64,
+    /// Organizations by token hash, as read: every command authenticates,
+    /// so this spares two reads and a decode per command. Emptied by every
+    /// write that changes an organization or a token.
+    orgs_by_token: RwLock<OrgCache>,
+}
+
+/// Read-through cache of `tok/` + `org/`. A read fills it only if no write
+/// invalidated it since the read began (`generation`), so it never keeps a
+/// record older than the tree. Holds at most one entry per organization:
+/// only tokens that resolve are kept.
+#[derive(Default)]
+struct OrgCache {
+    generation: u64,
+    map: HashMap<String, Arc<Org>>,
+}
+
+/// A committed batch waiting for its flush: its events and its waiter.
+struct Pending {
+    events: Vec<Event>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir`, upgrades data written by an
+    /// earlier layout ([`migrate`]), and starts its flusher task.
+    /// `on_durable` receives each event after the flush that made it durable.
+    ///
+    /// Errors: [`StoreError::Locked`] when another process has `dir` open.
+    /// Must be called inside a tokio runtime.
+    pub fn open(dir: &Path, on_durable: OnDurable) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            // Acknowledged writes are flushed by the group commit; the timer
+            // only bounds how much delivery bookkeeping a crash can forget.
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(dir.to_path_buf())
+                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(dir.to_path_buf())
+                }
+                e => StoreError::Sled(e),
+            })?;
+        migrate::upgrade(&db)?;
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            db,
+            write_lock: Mutex::new(()),
+            flush_tx,
+            flushes: AtomicU64::new(0),
+            flushed_writes: AtomicU64::new(0),
+            orgs_by_token: RwLock::default(),
+        });
+        // The flusher holds no strong reference: when the last handle drops,
+        // sled closes and releases the data dir's lock at once.
+        tokio::spawn(flusher(Arc::downgrade(&inner), flush_rx, on_durable));
+        Ok(Store { inner })
+    }
+
+    fn get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
+        decode(self.inner.db.get(k)?)
+    }
+
+    fn get_u64(&self, k: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self.inner.db.get(k)?.map(|v| be_u64(&v)))
+    }
+
+    fn scan<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
+        let json = |v: &[u8]| serde_json::from_slice(v).map_err(StoreError::from);
+        self.scan_with(prefix, after, limit, json, keep)
+    }
+
+    /// Records under `prefix` after key `after`, decoded by `decode`, those
+    /// `keep` accepts, at most `limit`.
+    fn scan_with<T>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        let iter = match after {
+            Some(a) if a.as_bytes() >= prefix.as_bytes() => {
+                let mut start = a.as_bytes().to_vec();
+                start.push(0);
+                self.inner.db.range(start..)
+            }
+            _ => self.inner.db.range(prefix.as_bytes()..),
+        };
+        for kv in iter {
+            let (k, v) = kv?;
+            if !k.starts_with(prefix.as_bytes()) || out.len() >= limit {
+                break;
+            }
+            let rec = decode(&v)?;
+            if keep(&rec) {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` as one atomic, durable write and returns its result.
+    ///
+    /// `f` reads through the [`WriteTx`] and stages writes and events; when it
+    /// returns `Ok`, everything staged is applied atomically, and this returns
+    /// after the flush that makes it durable (shared with concurrent writers).
+    /// When `f` returns `Err`, nothing is written. Events get consecutive
+    /// `seq` numbers of `org` and reach `on_durable` after the flush.
+    pub async fn write<T, E>(
+        &self,
+        org: &str,
+        f: impl FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let done = {
+            let _guard = self
+                .inner
+                .write_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut tx = WriteTx {
+                store: self,
+                org,
+                batch: sled::Batch::default(),
+                events: Vec::new(),
+                last_seq: None,
+                orgs_changed: false,
+            };
+            let out = f(&mut tx)?;
+            let WriteTx {
+                mut batch,
+                events,
+                last_seq,
+                orgs_changed,
+                ..
+            } = tx;
+            if let Some(seq) = last_seq {
+                batch.insert(key(&["seq", org]), &seq.to_be_bytes());
+            }
+            self.inner.db.apply_batch(batch).map_err(StoreError::from)?;
+            if orgs_changed {
+                let mut cache = self.org_cache_write();
+                cache.generation += 1;
+                cache.map.clear();
+            }
+            let (done_tx, done_rx) = oneshot::channel();
+            // Sent under the lock: the flusher sees batches in commit order.
+            self.inner
+                .flush_tx
+                .send(Pending {
+                    events,
+                    done: done_tx,
+                })
+                .map_err(|_| StoreError::Closed)?;
+            (out, done_rx)
+        };
+        let (out, done_rx) = done;
+        match done_rx.await {
+            Ok(Ok(())) => Ok(out),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "flush failed");
+                Err(StoreError::Closed.into())
+            }
+            Err(_) => Err(StoreError::Closed.into()),
+        }
+    }
+
+    /// Flushes everything to disk (used at shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Group-commit counters since start: `(flushes, acknowledged writes)`.
+    /// Their ratio is how many writes shared each flush.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        (
+            self.inner.flushes.load(Ordering::Relaxed),
+            self.inner.flushed_writes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether the store answers reads (`GET /healthz`).
+    pub fn healthy(&self) -> bool {
+        self.inner.db.get(b"org/").is_ok()
+    }
+}
+
+/// One write in progress: reads see committed state, writes are staged and
+/// applied atomically when [`Store::write`]'s closure returns `Ok`.
+pub struct WriteTx<'a> {
+    store: &'a Store,
+    org: &'a str,
+    batch: sled::Batch,
+    events: Vec<Event>,
+    last_seq: Option<u64>,
+    /// An organization record or a token changed (the token cache is stale).
+    orgs_changed: bool,
+}
+
+impl WriteTx<'_> {
+    /// The committed store, for reads.
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+}
+
+/// How many times the flusher yields to gather more batches before a flush.
+const GATHER_ROUNDS: usize = 8;
+
+/// Group commit: takes every batch committed since the last flush, flushes
+/// once, then releases the events (in order) and the waiters.
+async fn flusher(
+    inner: std::sync::Weak<Inner>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    on_durable: OnDurable,
+) {
+    let mut group = Vec::new();
+    while rx.recv_many(&mut group, 4096).await > 0 {
+        // Let request handlers that are ready run first: what they commit
+        // joins this flush rather than waiting for the next one. On an idle
+        // runtime a yield returns at once, so a lone write is not delayed.
+        for _ in 0..GATHER_ROUNDS {
+            tokio::task::yield_now().await;
+            let before = group.len();
+            while let Ok(p) = rx.try_recv() {
+                group.push(p);
+            }
+            if group.len() == before {
+                break;
+            }
+        }
+        let res = match inner.upgrade() {
+            Some(inner) => {
+                let res = inner.db.flush_async().await;
+                inner.flushes.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .flushed_writes
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                res.map(|_| ()).map_err(|e| e.to_string())
+            }
+            None => Err("store closed".to_string()),
+        };
+        if let Err(e) = &res {
+            tracing::error!(error = %e, batches = group.len(), "group flush failed");
+        } else {
+            tracing::trace!(batches = group.len(), "group flush");
+        }
+        for p in group.drain(..) {
+            if res.is_ok() {
+                for ev in p.events {
+                    on_durable(ev);
+                }
+            }
+            let _ = p.done.send(res.clone());
+        }
+    }
+}
+
+impl From<StoreError> for crate::error::ApiError {
+    fn from(e: StoreError) -> crate::error::ApiError {
+        tracing::error!(error = %e, "store failure");
+        crate::error::ApiError::internal()
+    }
+}

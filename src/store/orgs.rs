@@ -1,0 +1,100 @@
+//! Organizations and their tokens (`org/`, `tok/`), with the read-through
+//! token cache: every command authenticates, so a hit spares two reads and a
+//! decode. A read fills the cache only if no write invalidated it since the
+//! read began; every write of an organization or a token empties it before
+//! the write lock is released.
+
+use super::codec::{encode, key};
+use super::{OrgCache, Store, StoreError, WriteTx};
+use crate::model::Org;
+use std::sync::Arc;
+
+impl Store {
+    /// Whether no organization exists yet (first start).
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .scan_prefix(b"org/")
+            .next()
+            .transpose()?
+            .is_none())
+    }
+
+    /// The organization whose token hashes to `token_sha256` (hex), if any;
+    /// shared with the cache, so a hit copies nothing.
+    pub fn org_by_token(&self, token_sha256: &str) -> Result<Option<Arc<Org>>, StoreError> {
+        let generation = {
+            let cache = self.org_cache_read();
+            if let Some(org) = cache.map.get(token_sha256) {
+                return Ok(Some(org.clone()));
+            }
+            cache.generation
+        };
+        let Some(id) = self.inner.db.get(key(&["tok", token_sha256]))? else {
+            return Ok(None);
+        };
+        let org: Option<Arc<Org>> = self
+            .get::<Org>(&key(&["org", &String::from_utf8_lossy(&id)]))?
+            .map(Arc::new);
+        if let Some(org) = &org {
+            let mut cache = self.org_cache_write();
+            if cache.generation == generation {
+                cache.map.insert(token_sha256.to_string(), org.clone());
+            }
+        }
+        Ok(org)
+    }
+
+    fn org_cache_read(&self) -> std::sync::RwLockReadGuard<'_, OrgCache> {
+        let lock = &self.inner.orgs_by_token;
+        lock.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn org_cache_write(&self) -> std::sync::RwLockWriteGuard<'_, OrgCache> {
+        let lock = &self.inner.orgs_by_token;
+        lock.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The organization `id`, if it exists.
+    pub fn org(&self, id: &str) -> Result<Option<Org>, StoreError> {
+        self.get(&key(&["org", id]))
+    }
+
+    /// Creates organization `org` whose token hashes to `token_sha256` (hex).
+    pub async fn create_org(&self, org: &Org) -> Result<(), StoreError> {
+        self.write(&org.id, |tx| {
+            tx.put_org(org);
+            tx.batch
+                .insert(key(&["tok", &org.token_sha256]), org.id.as_bytes());
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
+    /// Replaces the token of `org_id` by one hashing to `new_sha256`; the old
+    /// token stops resolving in the same atomic write. Returns false when the
+    /// organization does not exist.
+    pub async fn replace_token(&self, org_id: &str, new_sha256: &str) -> Result<bool, StoreError> {
+        self.write(org_id, |tx| {
+            let Some(mut org) = tx.store.org(org_id)? else {
+                return Ok(false);
+            };
+            tx.batch.remove(key(&["tok", &org.token_sha256]));
+            org.token_sha256 = new_sha256.to_string();
+            tx.put_org(&org);
+            tx.batch
+                .insert(key(&["tok", new_sha256]), org_id.as_bytes());
+            Ok(true)
+        })
+        .await
+    }
+}
+
+impl WriteTx<'_> {
+    /// Stages `org` (its own record: `disabled`, name).
+    pub fn put_org(&mut self, org: &Org) {
+        self.batch.insert(key(&["org", &org.id]), encode(org));
+        self.orgs_changed = true;
+    }
+}

@@ -1,0 +1,95 @@
+//! Users (`usr/`, framed records), their custom data (`dat/`) and tag
+//! definitions (`tag/`).
+
+use super::codec::{decode_user, encode, encode_user, key, split_user};
+use super::{Store, StoreError, WriteTx};
+use crate::model::{Tag, User, UserRecord};
+use bytes::Bytes;
+
+impl Store {
+    /// The user `uid` of `org`, with its tags.
+    pub fn user(&self, org: &str, uid: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.inner
+            .db
+            .get(key(&["usr", org, uid]))?
+            .map(|v| decode_user(&v))
+            .transpose()
+    }
+
+    /// The user object of `uid` as stored: the JSON text of its [`User`]
+    /// (tags left out), for replies that pass it on unchanged (`GetUser`)
+    /// without a decode into a [`User`] and an encode back.
+    pub fn user_json(&self, org: &str, uid: &str) -> Result<Option<Bytes>, StoreError> {
+        let Some(v) = self.inner.db.get(key(&["usr", org, uid]))? else {
+            return Ok(None);
+        };
+        if let Some((user, _)) = split_user(&v) {
+            return Ok(Some(Bytes::copy_from_slice(user)));
+        }
+        let rec = decode_user(&v)?;
+        Ok(Some(Bytes::from(encode(&rec.user))))
+    }
+
+    /// The custom data of user `uid` (`SetUserData`), if any was set.
+    pub fn user_data(&self, org: &str, uid: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.get(&key(&["dat", org, uid]))
+    }
+
+    /// The tag whose case-folded name is `tag_key`.
+    pub fn tag(&self, org: &str, tag_key: &str) -> Result<Option<Tag>, StoreError> {
+        self.get(&key(&["tag", org, tag_key]))
+    }
+
+    /// Users of `org` in uid order, restricted to bot `bot_id` when given,
+    /// starting after uid `after`, keeping those `keep` accepts, at most `limit`.
+    pub fn users(
+        &self,
+        org: &str,
+        bot_id: Option<u64>,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&User) -> bool,
+    ) -> Result<Vec<User>, StoreError> {
+        let prefix = match bot_id {
+            Some(b) => format!("usr/{org}/{b}-"),
+            None => format!("usr/{org}/"),
+        };
+        let after = after.map(|uid| format!("usr/{org}/{uid}"));
+        let recs = self.scan_with(
+            &prefix,
+            after.as_deref(),
+            limit,
+            decode_user,
+            |r: &UserRecord| keep(&r.user),
+        )?;
+        Ok(recs.into_iter().map(|r| r.user).collect())
+    }
+}
+
+impl WriteTx<'_> {
+    /// Stages `user` (with its tags).
+    pub fn put_user(&mut self, rec: &UserRecord) {
+        self.batch
+            .insert(key(&["usr", self.org, &rec.user.uid]), encode_user(rec));
+    }
+
+    /// Stages the removal of user `uid` and its custom data.
+    pub fn delete_user(&mut self, uid: &str) {
+        self.batch.remove(key(&["usr", self.org, uid]));
+        self.batch.remove(key(&["dat", self.org, uid]));
+    }
+
+    /// Stages `data` as the custom data of `uid`.
+    pub fn put_user_data(&mut self, uid: &str, data: &serde_json::Value) {
+        self.batch
+            .insert(key(&["dat", self.org, uid]), encode(data));
+    }
+
+    /// Stages `tag` under its case-folded name.
+    pub fn put_tag(&mut self, tag: &Tag) {
+        self.batch.insert(
+            key(&["tag", self.org, &tag.name.to_lowercase()]),
+            encode(tag),
+        );
+    }
+}
