@@ -31,16 +31,16 @@ wait_port() {
 lg() {
   "$BIN/examples/loadgen" --addr "127.0.0.1:$PORT" --token "$TOKEN" --connections 8 "$@"
 }
-for scn in m1 m2; do
+for scn in ${ONLY:-m1 m2}; do
   CONVGATE_BOOTSTRAP_TOKEN=$TOKEN CONVGATE_RATE_LIMIT=0 CONVGATE_MAX_SOCKETS_PER_TOKEN=100 CONVGATE_LOG=warn \
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.$scn" \
     "$BIN/convgate" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data-$scn" >/dev/null 2>"$WORK/vg.$scn" &
   PID=$!; wait_port
   lg --scenario "$scn" --duration 2 --warmup 1 >/dev/null
-  callgrind_control -i on "$PID" >/dev/null
+  callgrind_control -i on "$PID" >/dev/null 2>&1
   ops=$(lg --scenario "$scn" --duration "$SECONDS_ON" --warmup 0 | python3 -c 'import json,sys; print(json.load(sys.stdin)["operations"])')
-  callgrind_control -i off "$PID" >/dev/null
+  callgrind_control -i off "$PID" >/dev/null 2>&1
   kill -INT "$PID"; wait "$PID" 2>/dev/null || true; PID=
-  ir=$(grep -E '^(summary|totals):' "$WORK/cg.$scn" | head -1 | awk '{print $2}')
+  ir=$(grep -E '^totals:' "$WORK/cg.$scn" | awk '{print $2}')
   python3 -c "print(f'$scn: {$ir} instructions over {$ops} requests = {$ir/$ops/1000:.1f}k per request')"
 done
