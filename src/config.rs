@@ -26,6 +26,12 @@ pub struct Config {
     /// Allow plain ws/http on a non-loopback address (a TLS-terminating proxy
     /// is in front). Default false.
     pub allow_plaintext: bool,
+    /// The https base URL at which providers reach this gateway, e.g.
+    /// `https://gw.example.com`: the base of every provider-facing URL
+    /// convgate hands out (status callbacks) and of the URL provider
+    /// signatures are computed over (never the request's `Host`). Unset:
+    /// signed-URL webhooks (SMS) cannot be verified and are refused.
+    pub public_base_url: Option<String>,
     /// Instance admin token for `CreateOrganization`; unset: refused.
     pub admin_token: Option<Secret>,
     /// On first start only: use this 40-hex-character value as the `default`
@@ -127,6 +133,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             allow_plaintext: false,
+            public_base_url: None,
             admin_token: None,
             bootstrap_token: None,
             heartbeat_timeout: 180.0,
@@ -178,6 +185,9 @@ pub struct ServeArgs {
     /// Allow plain text on a non-loopback address.
     #[arg(long, env = "CONVGATE_ALLOW_PLAINTEXT")]
     pub allow_plaintext: Option<bool>,
+    /// Base URL providers reach this gateway at (e.g. https://gw.example.com).
+    #[arg(long, env = "CONVGATE_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
     /// Instance admin token (CreateOrganization).
     #[arg(long, env = "CONVGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
@@ -295,7 +305,7 @@ impl Config {
             rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
             webhook_concurrency, webhook_secret_overlap, graph_base_url, phone_rate_limit,
             send_rate_limit, template_refresh;
-            tls_cert, tls_key, admin_token, bootstrap_token, secrets_key);
+            tls_cert, tls_key, admin_token, bootstrap_token, secrets_key, public_base_url);
         // The old environment names, when the new ones are not given.
         let old = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let invalid = |name: &str| ConfigError::Invalid(format!("{name} must be seconds"));
@@ -359,6 +369,14 @@ impl Config {
                 .any(|d| !d.is_finite() || *d < 0.0)
         {
             return bad("provider_timeout and template_refresh must be positive, provider_retry_schedule delays >= 0");
+        }
+        if let Some(u) = &self.public_base_url {
+            match reqwest::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "https" | "http") && p.host().is_some() => {}
+                _ => return bad(
+                    "public_base_url must be an absolute http(s) URL, e.g. https://gw.example.com",
+                ),
+            }
         }
         if reqwest::Url::parse(&self.graph_base_url).is_err() {
             return bad("graph_base_url must be an absolute URL");

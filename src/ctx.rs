@@ -147,7 +147,7 @@ impl Ctx {
             })?;
             values.push((name.clone(), v));
         }
-        Ok(Settings::new(values))
+        Ok(Settings::new(bot.id, values))
     }
 
     /// The channel of `bot` and its opened settings, ready to send.

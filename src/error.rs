@@ -66,6 +66,10 @@ pub enum ErrorCode {
     Timeout = 2003,
     /// 2004 Internal error.
     Internal = 2004,
+    /// 2005 SMS sending error (see smsErrorCode and smsErrorDesc).
+    SmsError = 2005,
+    /// 2006 User has been unsubscribed from automatic content.
+    Unsubscribed = 2006,
     /// 2007 Rate limit reached for this phone number.
     PhoneRateLimited = 2007,
     /// 2008 Rate limit reached for this token.

@@ -21,6 +21,18 @@ pub fn on_user_delete(uid: &str) -> Map<String, Value> {
     obj(json!({"cmd": "onUserDelete", "ok": 1, "uid": uid}))
 }
 
+/// The event body `onUserDisable`: top-level `uid` (reference,
+/// "onUserDisable": e.g. the user blocked the bot or opted out).
+pub fn on_user_disable(uid: &str) -> Map<String, Value> {
+    obj(json!({"cmd": "onUserDisable", "ok": 1, "uid": uid}))
+}
+
+/// The event body `onUserEnable`: top-level `uid` (reference,
+/// "onUserEnable": a disabled user engages again).
+pub fn on_user_enable(uid: &str) -> Map<String, Value> {
+    obj(json!({"cmd": "onUserEnable", "ok": 1, "uid": uid}))
+}
+
 /// The event body `onWebhookDisabled` (extension): data = `{url, reason}`.
 pub fn on_webhook_disabled(url: &str, reason: &str) -> Map<String, Value> {
     obj(json!({"cmd": "onWebhookDisabled", "ok": 1, "data": {"url": url, "reason": reason}}))

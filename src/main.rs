@@ -43,6 +43,15 @@ async fn main() -> anyhow::Result<()> {
         println!("API token: {token}");
     }
     tracing::info!(websocket = %gateway.ws_url(), post = %gateway.api_url(), "API endpoints");
+    match &gateway.ctx.config.public_base_url {
+        Some(base) => tracing::info!(
+            providers = %format!("{}/channels/{{kind}}/{{botID}}", base.trim_end_matches('/')),
+            "provider webhooks (public_base_url)"
+        ),
+        None => tracing::info!(
+            "public_base_url is not set: SMS webhooks cannot be verified, sends ask for no status callbacks"
+        ),
+    }
     shutdown.await;
     tracing::info!("shutting down");
     gateway.shutdown();

@@ -223,6 +223,11 @@ pub struct User {
     pub notes: String,
     /// Chat URL; empty until the agent console exists.
     pub url: String,
+    /// Extension: the user opted out or blocked the bot (`onUserDisable`);
+    /// automatic sends answer 2006. Absent (not `false`) when enabled, so a
+    /// plain client sees the reference's object.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 /// A user as stored: the user object plus the tags set on it.

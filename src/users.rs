@@ -63,6 +63,7 @@ pub fn new_user(bot: &Bot, uid: &str, phone: &str, name: &str) -> UserRecord {
             created: crate::time::now_iso(),
             notes: String::new(),
             url: String::new(),
+            disabled: false,
         },
         tags: Vec::new(),
     }

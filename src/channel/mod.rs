@@ -9,6 +9,7 @@
 //! (`/channels/{kind}/{botID}`) is [`crate::transport::inbound`].
 //!
 //! - [`whatsapp`]: the WhatsApp Cloud API (Meta Graph API).
+//! - [`sms`]: SMS through Twilio Programmable Messaging.
 //!
 //! # Adding a channel
 //! A folder `channel/<kind>/` with a type implementing [`Channel`] (send,
@@ -25,6 +26,7 @@
 //! function). The cost, one boxed future per provider call, is nothing next
 //! to the provider's HTTP round trip.
 
+pub mod sms;
 pub mod whatsapp;
 
 use crate::domain::{BotKind, E164};
@@ -49,25 +51,35 @@ pub struct SettingSpec {
     pub url: bool,
 }
 
-/// A bot's settings, opened for one use (secrets unsealed); `Debug` shows
-/// only their names.
+/// A bot's settings, opened for one use (secrets unsealed), with the bot's
+/// id (provider URLs name it); `Debug` shows only the setting names.
 #[derive(Clone, Default)]
 pub struct Settings {
+    bot_id: u64,
     values: BTreeMap<String, Secret>,
 }
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.values.keys()).finish()
+        f.debug_struct("Settings")
+            .field("bot_id", &self.bot_id)
+            .field("names", &self.values.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
 impl Settings {
-    /// Settings from `(name, value)` pairs.
-    pub fn new(values: impl IntoIterator<Item = (String, Secret)>) -> Settings {
+    /// The settings of bot `bot_id` from `(name, value)` pairs.
+    pub fn new(bot_id: u64, values: impl IntoIterator<Item = (String, Secret)>) -> Settings {
         Settings {
+            bot_id,
             values: values.into_iter().collect(),
         }
+    }
+
+    /// The bot's id.
+    pub fn bot_id(&self) -> u64 {
+        self.bot_id
     }
 
     /// The value of `name`, if set.
@@ -108,22 +120,35 @@ pub enum Content {
     },
 }
 
+/// What a provider's refusal says about the recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// This message was refused (ack -1; the channel's error code).
+    Message,
+    /// The recipient cannot be reached on this channel at all (WhatsApp:
+    /// not on WhatsApp): ack -2.
+    RecipientGone,
+    /// The recipient opted out or blocked the bot (SMS 21610, Telegram
+    /// "blocked by the user"): the user is disabled (`onUserDisable`), ack
+    /// -1, and the reply is 2006.
+    Unsubscribed,
+}
+
 /// Why a send failed, classified for retries, acks and replies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
-    /// No answer from the provider (connection failure, timeout, or a 5xx
-    /// after the channel's retries on `provider_retry_schedule`): 2003.
+    /// No answer from the provider (connection failure, timeout, or a
+    /// transient refusal such as 5xx or 429 after the channel's retries on
+    /// `provider_retry_schedule`): 2003.
     Unreachable(String),
     /// The provider refused the message: its error code and description.
-    /// `recipient_gone`: the recipient cannot be reached on this channel at
-    /// all (WhatsApp: not on WhatsApp, ack -2); otherwise ack -1.
     Rejected {
-        /// The provider's error code (e.g. Graph 131047).
+        /// The provider's error code (e.g. Graph 131047, Twilio 21211).
         code: i64,
         /// The provider's description.
         desc: String,
-        /// The recipient is gone, blocked or unsubscribed.
-        recipient_gone: bool,
+        /// What it says about the recipient.
+        refusal: Refusal,
     },
 }
 
@@ -173,6 +198,34 @@ pub enum Inbound {
     Message(InboundMessage),
     /// A sent message moved (sent, delivered, read, failed).
     Status(StatusUpdate),
+    /// A user opted out of messages or blocked the bot: disabled
+    /// (`onUserDisable`).
+    OptOut(UserRef),
+    /// A user opted in again or unblocked the bot: enabled (`onUserEnable`).
+    OptIn(UserRef),
+}
+
+/// The user an opt-out or opt-in is about.
+#[derive(Debug, Clone)]
+pub struct UserRef {
+    /// The user's address on the channel (uid suffix).
+    pub from: String,
+    /// The user's number in E.164, for phone-based channels.
+    pub phone: Option<String>,
+    /// The user's profile name, empty when unknown.
+    pub name: String,
+}
+
+/// A request on a bot's provider-facing URL, as the channel verifies it.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundRequest<'a> {
+    /// Path and query as received (`/channels/sms/3941?x=1`); signatures
+    /// over a URL use `public_base_url` + this, never the `Host` header.
+    pub uri: &'a str,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The raw body.
+    pub body: &'a [u8],
 }
 
 /// A plain HTTP answer to a provider (handshakes, refusals, acknowledgements).
@@ -214,6 +267,12 @@ pub trait Channel: Send + Sync + 'static {
     /// reference's code when the user cannot be addressed (1006).
     fn recipient(&self, uid: &str, phone: &str) -> Result<Recipient, ApiError>;
 
+    /// The longest text this channel sends in one message, in characters
+    /// (1013 above it), when it is below the reference's 2000.
+    fn max_text_chars(&self) -> Option<usize> {
+        None
+    }
+
     /// Sends `content` to `to`; `reference` is convgate's `mid`, passed to
     /// the provider where it echoes one back in statuses. Returns the
     /// provider's message id. Transient failures are retried inside.
@@ -243,12 +302,7 @@ pub trait Channel: Send + Sync + 'static {
     /// Checks that a `POST` on the bot's inbound URL comes from the provider
     /// (signature or secret header), before the body is parsed. `Err`: the
     /// answer to give (401/403).
-    fn verify(
-        &self,
-        settings: &Settings,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<(), HttpReply>;
+    fn verify(&self, settings: &Settings, req: &InboundRequest<'_>) -> Result<(), HttpReply>;
 
     /// What a verified body means. `Err`: the answer to give (400); an
     /// empty list for bodies the channel does not use (answered 2xx, so the
@@ -288,7 +342,10 @@ pub trait Channel: Send + Sync + 'static {
 
 /// The settings of each kind's bots. Static, so that commands can read
 /// them while parsing, before any channel is at hand.
-pub const SETTINGS: &[(BotKind, &[SettingSpec])] = &[(BotKind::Whatsapp, whatsapp::SETTINGS)];
+pub const SETTINGS: &[(BotKind, &[SettingSpec])] = &[
+    (BotKind::Whatsapp, whatsapp::SETTINGS),
+    (BotKind::Sms, sms::SETTINGS),
+];
 
 /// The settings of `kind`'s bots (none for a kind without a channel).
 pub fn settings_of(kind: BotKind) -> &'static [SettingSpec] {
@@ -309,6 +366,7 @@ impl Registry {
     pub fn builtin(config: &crate::config::Config) -> Registry {
         let mut r = Registry::default();
         r.register(Arc::new(whatsapp::WhatsApp::new(config)));
+        r.register(Arc::new(sms::Sms::new(config)));
         r
     }
 
@@ -320,5 +378,34 @@ impl Registry {
     /// The channel serving `kind`, if any.
     pub fn get(&self, kind: BotKind) -> Option<&Arc<dyn Channel>> {
         self.channels.get(&kind)
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `schedule` (seconds
+/// before each retry, ±10% jitter) runs out; `transient` says which
+/// failures are worth another try, and may ask for a longer wait (a
+/// provider's `Retry-After`, at most the schedule's total).
+pub async fn with_retries<T, E: std::fmt::Debug, F>(
+    schedule: &[f64],
+    mut attempt: impl FnMut() -> F,
+    transient: impl Fn(&E) -> Option<Option<std::time::Duration>>,
+) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let mut n = 0;
+    loop {
+        match attempt().await {
+            Err(e) if n < schedule.len() => match transient(&e) {
+                Some(asked) => {
+                    let wait = asked.unwrap_or_else(|| crate::time::jittered(schedule[n]));
+                    n += 1;
+                    tracing::debug!(error = ?e, attempt = n, ?wait, "transient provider failure; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Err(e),
+            },
+            other => return other,
+        }
     }
 }

@@ -1,4 +1,6 @@
-//! Fields shared by several commands, parsed once into their types: a
+//! Fields shared by several commands, parsed once into their types: the
+//! options every send by phone takes ([`SendOptions`]: `agentEmail`,
+//! `webhookURL`, `webhookPayload`, `webhookHeaders`, `idempotencyKey`), a
 //! send's idempotency key, `webhookHeaders`, and the `agentEmail` a send
 //! names.
 
@@ -6,8 +8,71 @@ use super::Fields;
 use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
 use crate::idempotency::Key;
-use crate::model::Org;
+use crate::model::{CallbackSpec, Org};
 use serde_json::Value;
+
+/// The options of a send to a phone number (reference, SendWhatsAppTemplate
+/// and SendSMSMessage): the agent to assign the chat to, the delivery
+/// callback (`webhookURL` with `webhookPayload` and `webhookHeaders`), and
+/// the extension `idempotencyKey`.
+#[derive(Debug)]
+pub(crate) struct SendOptions {
+    agent_email: Option<String>,
+    webhook_url: Option<String>,
+    webhook_payload: Option<Value>,
+    webhook_headers: Vec<(String, String)>,
+    /// The send's idempotency key.
+    pub idem: Option<Key>,
+}
+
+impl SendOptions {
+    /// Reads the options. Errors: 1017 a malformed `webhookPayload`,
+    /// `webhookURL`, `webhookHeaders` or idempotency key; 2002 a non-string
+    /// `agentEmail`.
+    pub(crate) fn parse(f: &Fields) -> Result<SendOptions, ApiError> {
+        let webhook_payload = match f.value("webhookPayload") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(v),
+            Some(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidJson,
+                    "webhookPayload must be an object",
+                ))
+            }
+        };
+        Ok(SendOptions {
+            agent_email: f
+                .opt_str("agentEmail", ErrorCode::UnknownAgent)?
+                .map(str::to_string),
+            webhook_url: f
+                .opt_str("webhookURL", ErrorCode::InvalidJson)?
+                .map(str::to_string),
+            webhook_payload,
+            webhook_headers: webhook_headers(f)?,
+            idem: idempotency(f)?,
+        })
+    }
+
+    /// The agent's email (checked: 2002) and the callback (the URL checked
+    /// against the outbound address policy: 1017; headers sealed).
+    pub(crate) fn resolve(
+        self,
+        ctx: &Ctx,
+        org: &Org,
+    ) -> Result<(Option<String>, Option<CallbackSpec>), ApiError> {
+        let agent = agent_of(ctx, org, self.agent_email.as_deref())?.map(|a| a.email);
+        if let Some(url) = &self.webhook_url {
+            crate::net::check_url(url, ctx.config.allow_private_webhooks)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("webhookURL: {e}")))?;
+        }
+        let callback = self.webhook_url.map(|url| CallbackSpec {
+            url,
+            headers: crate::messages::seal_headers(ctx, &self.webhook_headers),
+            payload: self.webhook_payload,
+        });
+        Ok((agent, callback))
+    }
+}
 
 /// The idempotency key of a send (`idempotencyKey` field, or the POST
 /// `Idempotency-Key` header the transport copies into it) and the hash of

@@ -32,6 +32,7 @@ mod heartbeat;
 mod redeliver_events;
 mod reset_token;
 mod rotate_webhook_secret;
+mod send_sms_message;
 mod send_text_message;
 mod send_whatsapp_template;
 mod set_user_data;
@@ -55,7 +56,7 @@ pub use disable_api::DisableApi;
 pub use enable_api::EnableApi;
 pub use envelope::Envelope;
 pub(crate) use envelope::Fields;
-pub(crate) use fields::{agent_of, idempotency, webhook_headers};
+pub(crate) use fields::{idempotency, SendOptions};
 pub use get_agents::GetAgents;
 pub use get_bots::GetBots;
 pub use get_conversation::GetConversation;
@@ -71,6 +72,7 @@ pub use heartbeat::Heartbeat;
 pub use redeliver_events::RedeliverEvents;
 pub use reset_token::ResetToken;
 pub use rotate_webhook_secret::RotateWebhookSecret;
+pub use send_sms_message::SendSMSMessage;
 pub use send_text_message::SendTextMessage;
 pub use send_whatsapp_template::SendWhatsAppTemplate;
 pub use set_user_data::SetUserData;
@@ -153,6 +155,8 @@ pub enum Command {
     GetWhatsAppTemplate(GetWhatsAppTemplate),
     /// `SendTextMessage` (reference).
     SendTextMessage(SendTextMessage),
+    /// `SendSMSMessage` (reference, "Commands - Sending Messages").
+    SendSMSMessage(SendSMSMessage),
     /// `GetMessageDetails` (reference).
     GetMessageDetails(GetMessageDetails),
     /// `GetConversation` (reference, "Commands - Conversations").
@@ -202,6 +206,7 @@ impl Command {
             }
             "GetWhatsAppTemplate" => Command::GetWhatsAppTemplate(GetWhatsAppTemplate::parse(&f)?),
             "SendTextMessage" => Command::SendTextMessage(SendTextMessage::parse(&f)?),
+            "SendSMSMessage" => Command::SendSMSMessage(SendSMSMessage::parse(&f)?),
             "GetMessageDetails" => Command::GetMessageDetails(GetMessageDetails::parse(&f)?),
             "GetConversation" => Command::GetConversation(GetConversation::parse(&f)?),
             "CreateAgent" => Command::CreateAgent(CreateAgent::parse(&f)?),
@@ -250,6 +255,7 @@ impl Command {
             Command::GetWhatsAppTemplate(_) => "GetWhatsAppTemplate",
             Command::SendWhatsAppTemplate(_) => "SendWhatsAppTemplate",
             Command::SendTextMessage(_) => "SendTextMessage",
+            Command::SendSMSMessage(_) => "SendSMSMessage",
             Command::GetMessageDetails(_) => "GetMessageDetails",
             Command::GetConversation(_) => "GetConversation",
             Command::CreateAgent(_) => "CreateAgent",
@@ -263,7 +269,9 @@ impl Command {
     pub fn sends_message(&self) -> bool {
         matches!(
             self,
-            Command::SendWhatsAppTemplate(_) | Command::SendTextMessage(_)
+            Command::SendWhatsAppTemplate(_)
+                | Command::SendTextMessage(_)
+                | Command::SendSMSMessage(_)
         )
     }
 
@@ -332,6 +340,7 @@ impl Command {
             Command::SendWhatsAppTemplate(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::GetWhatsAppTemplate(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::SendTextMessage(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::SendSMSMessage(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::GetMessageDetails(c) => c.apply(ctx, needs_org()?),
             Command::GetConversation(c) => c.apply(ctx, needs_org()?),
             Command::CreateAgent(c) => Box::pin(c.apply(ctx, needs_org()?)).await,

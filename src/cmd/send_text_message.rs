@@ -13,10 +13,11 @@
 //! 1025 missing uid, 1010 missing message, 1013 over 2000 characters, 1017
 //! idempotency key (409 in use or reused), 1005 unknown user, 1015 its bot
 //! is gone, 1016 no channel can send through its bot (kinds without one:
-//! sms, telegram, web) or the bot lacks credentials, 1006 the channel
+//! telegram, web) or the bot lacks credentials, 1013 over the channel's own
+//! limit (SMS: 1600), 2006 the user opted out, 1006 the channel
 //! cannot address the user (no valid phone number), 2007, 2008 rate
-//! limits, the channel's refusal (WhatsApp: 3002 with `whatsappErrorCode`),
-//! 2003 no answer.
+//! limits, the channel's refusal (WhatsApp: 3002 with `whatsappErrorCode`;
+//! SMS: 2005 with `smsErrorCode`), 2003 no answer.
 
 use super::{idempotency, Fields};
 use crate::channel::Content;
@@ -72,6 +73,14 @@ impl SendTextMessage {
         let user = load_user(ctx, org, &self.uid)?.user;
         let bot = ctx.bot(org, user.bot_id)?;
         let (channel, settings) = ctx.channel_of(&bot)?;
+        if let Some(max) = channel.max_text_chars() {
+            if self.message.chars().count() > max {
+                return Err(ApiError::new(
+                    ErrorCode::MessageTooLong,
+                    format!("message max characters reached ({max} on this channel)"),
+                ));
+            }
+        }
         let to = channel.recipient(&user.uid, &user.phone)?;
         if let Some(phone) = &to.phone {
             ctx.check_phone_rate(org, phone.as_str())?;

@@ -23,15 +23,15 @@
 //! 3002 Graph API error (`whatsappErrorCode`, `whatsappErrorDesc`), 2003 the
 //! Graph API did not answer.
 
-use super::{agent_of, idempotency, webhook_headers, Fields};
+use super::{Fields, SendOptions};
 use crate::channel::whatsapp::render_template;
 use crate::channel::{Content, Recipient};
 use crate::ctx::Ctx;
 use crate::domain::{make_uid, E164};
 use crate::error::{ApiError, ErrorCode};
-use crate::idempotency::{Begin, Key};
+use crate::idempotency::Begin;
 use crate::messages::{self, templates, Outbound};
-use crate::model::{CallbackSpec, Org};
+use crate::model::Org;
 use crate::reply::Reply;
 use serde_json::Value;
 
@@ -44,11 +44,7 @@ pub struct SendWhatsAppTemplate {
     language: String,
     parameters: Vec<Value>,
     header: Option<Value>,
-    agent_email: Option<String>,
-    webhook_url: Option<String>,
-    webhook_payload: Option<Value>,
-    webhook_headers: Vec<(String, String)>,
-    idem: Option<Key>,
+    options: SendOptions,
 }
 
 fn invalid(m: &str) -> ApiError {
@@ -105,11 +101,6 @@ impl SendWhatsAppTemplate {
             }
             Some(_) => return Err(invalid("header must be an object")),
         };
-        let webhook_payload = match f.value("webhookPayload") {
-            None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => Some(v),
-            Some(_) => return Err(invalid("webhookPayload must be an object")),
-        };
         Ok(SendWhatsAppTemplate {
             bot_id,
             phone,
@@ -117,36 +108,26 @@ impl SendWhatsAppTemplate {
             language,
             parameters,
             header,
-            agent_email: f
-                .opt_str("agentEmail", ErrorCode::UnknownAgent)?
-                .map(str::to_string),
-            webhook_url: f
-                .opt_str("webhookURL", ErrorCode::InvalidJson)?
-                .map(str::to_string),
-            webhook_payload,
-            webhook_headers: webhook_headers(f)?,
-            idem: idempotency(f)?,
+            options: SendOptions::parse(f)?,
         })
     }
 
     /// Validates against the bot and its templates, then sends.
     pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
         const CMD: &str = "SendWhatsAppTemplate";
-        let _guard = match ctx
-            .idempotency
-            .begin(&ctx.store, org, self.idem.as_ref(), CMD)?
-        {
-            Begin::Replay(r) => return Ok(r),
-            Begin::Proceed(g) => g,
-        };
+        let _guard =
+            match ctx
+                .idempotency
+                .begin(&ctx.store, org, self.options.idem.as_ref(), CMD)?
+            {
+                Begin::Replay(r) => return Ok(r),
+                Begin::Proceed(g) => g,
+            };
         let bot = ctx.bot(org, self.bot_id)?;
         let (channel, settings) = ctx.channel_of(&bot)?;
         let channel = (&*channel, &settings);
-        let agent = agent_of(ctx, org, self.agent_email.as_deref())?;
-        if let Some(url) = &self.webhook_url {
-            crate::net::check_url(url, ctx.config.allow_private_webhooks)
-                .map_err(|e| invalid(&format!("webhookURL: {e}")))?;
-        }
+        let idem = self.options.idem.clone();
+        let (agent_email, callback) = self.options.resolve(ctx, org)?;
         let template = templates::find(
             ctx,
             &org.id,
@@ -191,13 +172,9 @@ impl SendWhatsAppTemplate {
                 body: self.parameters,
                 header,
             },
-            callback: self.webhook_url.map(|url| CallbackSpec {
-                url,
-                headers: messages::seal_headers(ctx, &self.webhook_headers),
-                payload: self.webhook_payload,
-            }),
-            agent_email: agent.map(|a| a.email),
-            idem: self.idem,
+            callback,
+            agent_email,
+            idem,
             cmd: CMD,
         };
         let phone = self.phone.as_str().to_string();

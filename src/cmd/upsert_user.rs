@@ -106,6 +106,7 @@ impl UpsertUser {
                         created: now_iso(),
                         notes: String::new(),
                         url: String::new(),
+                        disabled: false,
                     },
                     tags: Vec::new(),
                 });

@@ -20,11 +20,13 @@
 
 pub mod templates;
 
-use crate::channel::{Channel, Content, Inbound, Recipient, SendError, Settings};
+use crate::channel::{Channel, Content, Inbound, Recipient, Refusal, SendError, Settings};
 use crate::ctx::Ctx;
 use crate::domain::make_uid;
 use crate::error::{ApiError, ErrorCode};
-use crate::events::{changed_fields, on_user_create, on_user_update};
+use crate::events::{
+    changed_fields, on_user_create, on_user_disable, on_user_enable, on_user_update,
+};
 use crate::idempotency::Key;
 use crate::model::{Bot, CallbackJob, CallbackSpec, IdempotentReply, Message, Org, Sealed, Sender};
 use crate::reply::Reply;
@@ -112,10 +114,23 @@ fn set_ack(
     true
 }
 
-/// The reply for a failed send: the channel's error for a refusal, 2003
-/// when the provider did not answer.
-pub fn send_error(channel: &dyn Channel, e: &SendError) -> ApiError {
+/// 2006: the user opted out of (or blocked) this channel's messages.
+pub fn unsubscribed(uid: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unsubscribed,
+        format!("user {uid} has been unsubscribed from automatic content"),
+    )
+}
+
+/// The reply for a failed send: 2006 for a recipient who opted out, the
+/// channel's error for another refusal, 2003 when the provider did not
+/// answer.
+pub fn send_error(channel: &dyn Channel, uid: &str, e: &SendError) -> ApiError {
     match e {
+        SendError::Rejected {
+            refusal: Refusal::Unsubscribed,
+            ..
+        } => unsubscribed(uid),
         SendError::Rejected { code, desc, .. } => channel.rejected(*code, desc),
         SendError::Unreachable(why) => ApiError::new(
             ErrorCode::Timeout,
@@ -148,9 +163,11 @@ pub struct Outbound {
 }
 
 /// Sends `out` through `bot`'s `channel`: stores the message at ack 0
-/// (creating the user, `onUserCreate`, when new), calls the provider
-/// (transient failures retried by the channel), and records the provider
-/// id or the failure (ack -1/-2, with its callback). `ok_reply(mid)` is the
+/// (creating the user, `onUserCreate`, when new; 2006 and nothing stored
+/// when the user is disabled), calls the provider (transient failures
+/// retried by the channel), and records the provider id or the failure
+/// (ack -1/-2, with its callback; a recipient who opted out is disabled,
+/// `onUserDisable`, and the reply is 2006). `ok_reply(mid)` is the
 /// reply on success; under an idempotency key it is stored with the message,
 /// so a retry after a crash replays it rather than sending twice.
 pub async fn send(
@@ -194,11 +211,15 @@ pub async fn send(
     };
     ctx.store
         .write(&org.id, |tx| {
-            if tx.store().user(&org.id, &out.uid)?.is_none() {
-                let phone = out.to.phone.as_ref().map_or("", |p| p.as_str());
-                let rec = new_user(bot, &out.uid, phone, "");
-                tx.put_user(&rec);
-                tx.emit(on_user_create(&rec.user))?;
+            match tx.store().user(&org.id, &out.uid)? {
+                Some(rec) if rec.user.disabled => return Err(unsubscribed(&out.uid)),
+                Some(_) => {}
+                None => {
+                    let phone = out.to.phone.as_ref().map_or("", |p| p.as_str());
+                    let rec = new_user(bot, &out.uid, phone, "");
+                    tx.put_user(&rec);
+                    tx.emit(on_user_create(&rec.user))?;
+                }
             }
             tx.put_message(&msg, now);
             let before = tx.store().channel_state(&org.id, &out.uid)?;
@@ -234,17 +255,24 @@ pub async fn send(
                     Ok(None)
                 }
                 Err(e) => {
-                    let err = send_error(channel, e);
+                    let err = send_error(channel, &out.uid, e);
                     if let SendError::Rejected {
                         code,
                         desc,
-                        recipient_gone,
+                        refusal,
                     } = e
                     {
-                        let ack = if *recipient_gone { -2 } else { -1 };
+                        let ack = if *refusal == Refusal::RecipientGone {
+                            -2
+                        } else {
+                            -1
+                        };
                         let error = Some((*code, desc.clone()));
                         let fields = channel.error_fields();
                         set_ack(tx, &org.id, &mut m, ack, error, now_ms(), fields);
+                        if *refusal == Refusal::Unsubscribed {
+                            set_disabled(tx, &org.id, &out.uid, true)?;
+                        }
                     }
                     if let Some(i) = idem {
                         match e {
@@ -286,6 +314,8 @@ pub struct Applied {
     pub acks: usize,
     /// Statuses about unknown messages or without effect.
     pub ignored: usize,
+    /// Users disabled or enabled.
+    pub users: usize,
 }
 
 /// Applies the `events` of one provider webhook to the organization of
@@ -305,6 +335,7 @@ pub async fn apply_inbound(
     let applied = ctx
         .store
         .write(org, |tx| {
+            tx.track_users();
             let mut a = Applied::default();
             // Staged state, so that one payload may touch a message twice.
             let mut msgs: HashMap<String, Message> = HashMap::new();
@@ -370,6 +401,16 @@ pub async fn apply_inbound(
                                     msgs.insert(mid, t);
                                 }
                             }
+                        }
+                    }
+                    Inbound::OptOut(u) | Inbound::OptIn(u) => {
+                        let uid = make_uid(bot.id, bot.kind, &u.from);
+                        if users.insert(uid.clone()) {
+                            meet_user(tx, org, bot, &uid, u.phone.as_deref(), &u.name)?;
+                        }
+                        let disable = matches!(event, Inbound::OptOut(_));
+                        if set_disabled(tx, org, &uid, disable)? {
+                            a.users += 1;
                         }
                     }
                     Inbound::Status(s) => {
@@ -442,6 +483,32 @@ fn meet_user(
         Some(_) => {}
     }
     Ok(())
+}
+
+/// Stages user `uid` of `org` as `disabled` (`onUserDisable`) or enabled
+/// (`onUserEnable`) when that changes it; returns whether it did. Reads
+/// what this write staged first, so that a user created in the same write
+/// is found.
+fn set_disabled(
+    tx: &mut WriteTx<'_>,
+    org: &str,
+    uid: &str,
+    disabled: bool,
+) -> Result<bool, StoreError> {
+    let Some(mut rec) = tx.staged_user(org, uid)? else {
+        return Ok(false);
+    };
+    if rec.user.disabled == disabled {
+        return Ok(false);
+    }
+    rec.user.disabled = disabled;
+    tx.put_user(&rec);
+    tx.emit(if disabled {
+        on_user_disable(uid)
+    } else {
+        on_user_enable(uid)
+    })?;
+    Ok(true)
 }
 
 /// Seals `webhookHeaders` pairs for storage.

@@ -35,7 +35,7 @@ pub async fn sync(
             ),
         )
     })?;
-    let templates = listing.await.map_err(|e| send_error(channel, &e))?;
+    let templates = listing.await.map_err(|e| send_error(channel, "", &e))?;
     let cache = TemplateCache {
         synced_ms: now_ms(),
         templates,

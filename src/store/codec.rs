@@ -157,6 +157,7 @@ mod tests {
                 created: "2026-11-22T01:14:04.233Z".into(),
                 notes: "\u{1}\"\\,\"tags\":[\"x\"]}".into(),
                 url: String::new(),
+                disabled: false,
             },
             tags: tags.iter().map(|t| t.to_string()).collect(),
         }

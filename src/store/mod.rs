@@ -245,6 +245,8 @@ impl Store {
                 events: Vec::new(),
                 last_seq: None,
                 orgs_changed: false,
+                staged_users: HashMap::new(),
+                track_users: false,
             };
             let out = f(&mut tx)?;
             let WriteTx {
@@ -316,6 +318,10 @@ pub struct WriteTx<'a> {
     last_seq: Option<u64>,
     /// An organization record or a token changed (the token cache is stale).
     orgs_changed: bool,
+    /// Users staged by this write, so that it reads its own writes
+    /// ([`WriteTx::staged_user`]).
+    staged_users: HashMap<String, crate::model::UserRecord>,
+    track_users: bool,
 }
 
 impl WriteTx<'_> {

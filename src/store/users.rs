@@ -71,6 +71,25 @@ impl WriteTx<'_> {
     pub fn put_user(&mut self, rec: &UserRecord) {
         self.batch
             .insert(key(&["usr", self.org, &rec.user.uid]), encode_user(rec));
+        if self.track_users {
+            self.staged_users.insert(rec.user.uid.clone(), rec.clone());
+        }
+    }
+
+    /// User `uid` as this write left it so far: staged by it, or committed.
+    /// Only writes that asked for it ([`WriteTx::track_users`]) keep their
+    /// staged users.
+    pub fn staged_user(&self, org: &str, uid: &str) -> Result<Option<UserRecord>, StoreError> {
+        match self.staged_users.get(uid) {
+            Some(rec) => Ok(Some(rec.clone())),
+            None => self.store().user(org, uid),
+        }
+    }
+
+    /// Keeps the users this write stages, for [`WriteTx::staged_user`]
+    /// (off by default: most writes stage one user and never read it back).
+    pub fn track_users(&mut self) {
+        self.track_users = true;
     }
 
     /// Stages the removal of user `uid` and its custom data.

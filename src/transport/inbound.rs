@@ -16,11 +16,11 @@
 //! a kind without a channel.
 
 use super::AppState;
-use crate::channel::{Channel, HttpReply};
+use crate::channel::{Channel, HttpReply, InboundRequest};
 use crate::model::Bot;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,6 +66,7 @@ pub async fn handshake(
 pub async fn notify(
     State(app): State<AppState>,
     Path((kind, bot_id)): Path<(String, u64)>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -80,7 +81,12 @@ pub async fn notify(
     let Ok(settings) = ctx.settings(&bot) else {
         return status(500, "bot settings unavailable\n");
     };
-    if let Err(r) = channel.verify(&settings, &headers, &bytes) {
+    let req = InboundRequest {
+        uri: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
+        headers: &headers,
+        body: &bytes,
+    };
+    if let Err(r) = channel.verify(&settings, &req) {
         tracing::debug!(bot = bot_id, status = r.status, "provider webhook refused");
         return reply(r);
     }

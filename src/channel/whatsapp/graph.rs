@@ -156,18 +156,12 @@ impl Graph {
         &self,
         make: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Value, GraphError> {
-        let mut attempt = 0;
-        loop {
-            match self.once(make()).await {
-                Err(e) if e.transient() && attempt < self.retry.len() => {
-                    let base = self.retry[attempt];
-                    attempt += 1;
-                    tracing::debug!(error = ?e, attempt, "transient Graph API failure; retrying");
-                    tokio::time::sleep(crate::time::jittered(base)).await;
-                }
-                other => return other,
-            }
-        }
+        crate::channel::with_retries(
+            &self.retry,
+            || self.once(make()),
+            |e: &GraphError| e.transient().then_some(None),
+        )
+        .await
     }
 
     /// `POST {base}/{phone_number_id}/messages` with `body`; the new

@@ -16,10 +16,12 @@
 pub mod graph;
 pub mod webhook;
 
-use super::{Channel, Content, HttpReply, Inbound, Recipient, SendError, SettingSpec, Settings};
+use super::{
+    Channel, Content, HttpReply, Inbound, InboundRequest, Recipient, Refusal, SendError,
+    SettingSpec, Settings,
+};
 use crate::domain::{BotKind, E164};
 use crate::error::{ApiError, ErrorCode};
-use axum::http::HeaderMap;
 use futures_util::future::BoxFuture;
 use graph::{Creds, Graph, GraphError};
 use serde::{Deserialize, Serialize};
@@ -122,7 +124,11 @@ fn send_error(e: GraphError) -> SendError {
         GraphError::Api { code, desc, .. } => SendError::Rejected {
             code,
             desc,
-            recipient_gone: not_on_whatsapp(code),
+            refusal: if not_on_whatsapp(code) {
+                Refusal::RecipientGone
+            } else {
+                Refusal::Message
+            },
         },
         GraphError::Unreachable(why) => SendError::Unreachable(why),
     }
@@ -249,15 +255,16 @@ impl Channel for WhatsApp {
     /// `X-Hub-Signature-256` against the raw body with the app secret
     /// (constant time): 401 when missing or wrong, or when no app secret is
     /// configured.
-    fn verify(&self, s: &Settings, headers: &HeaderMap, body: &[u8]) -> Result<(), HttpReply> {
+    fn verify(&self, s: &Settings, req: &InboundRequest<'_>) -> Result<(), HttpReply> {
         let Some(secret) = s.get("app_secret") else {
             tracing::warn!("webhook POST for a bot without an app secret; refused");
             return Err(HttpReply::text(401, "no app secret configured\n"));
         };
-        let sig = headers
+        let sig = req
+            .headers
             .get("x-hub-signature-256")
             .and_then(|v| v.to_str().ok());
-        if webhook::signature_valid(secret, body, sig) {
+        if webhook::signature_valid(secret, req.body, sig) {
             Ok(())
         } else {
             tracing::debug!("webhook POST with a wrong or missing signature");
