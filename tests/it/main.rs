@@ -10,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod protocol;
 mod session;
+mod sms;
 mod upgrade;
 mod webhooks;
 mod whatsapp;

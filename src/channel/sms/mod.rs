@@ -186,6 +186,10 @@ impl Channel for Sms {
             )
             .await;
             result.map_err(|e| match e {
+                // Still busy or failing after every retry: no answer (2003).
+                TwilioError::Api { http, desc, .. } if e.transient().is_some() => {
+                    SendError::Unreachable(format!("HTTP {http}: {desc}"))
+                }
                 TwilioError::Api { code, desc, .. } => SendError::Rejected {
                     code,
                     desc,
