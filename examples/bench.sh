@@ -32,7 +32,7 @@ wait_port() {
 }
 start_gateway() {
   DATA="$WORK/data-$RANDOM"
-  CONVGATE_BOOTSTRAP_TOKEN=$TOKEN CONVGATE_RATE_LIMIT=0 CONVGATE_MAX_SOCKETS_PER_TOKEN=20000 \
+  CONVGATE_BOOTSTRAP_TOKEN=$TOKEN CONVGATE_PUBLIC_BASE_URL="http://127.0.0.1:$PORT" CONVGATE_RATE_LIMIT=0 CONVGATE_MAX_SOCKETS_PER_TOKEN=20000 \
   CONVGATE_MAX_CONNECTIONS=30000 CONVGATE_ALLOW_PRIVATE_WEBHOOKS=true CONVGATE_LOG=warn \
     taskset -c 0 "$BIN/convgate" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >/dev/null &
   PID=$!; wait_port
@@ -47,7 +47,7 @@ lg() {
     --duration "$DURATION" --warmup "$WARMUP" --pid "$PID" "$@" | tee -a "$RUNS"
 }
 
-ONLY=${ONLY:-m1 m2 m3 m4 m5 m6}
+ONLY=${ONLY:-m1 m2 m3 m4 m5 m6 m7}
 has() { [[ " $ONLY " == *" $1 "* ]]; }
 for _ in $(seq 1 "$REPEAT"); do
   # M1: POST GetUser, 64 keep-alive connections; then the gateway at half its
@@ -88,6 +88,12 @@ for _ in $(seq 1 "$REPEAT"); do
   PID=$$ lg --scenario m6 --target bare --events 20000 --connections 64; PID=
   start_gateway; lg --scenario m6 --events 20000 --connections 64; stop
   fi
+  # M7: signed inbound SMS from 64 posters, each applied durably before its
+  # 200, against the bare echo taking the same form posts.
+  if has m7; then
+  start_bare bare_http_echo; lg --scenario m7 --target bare --connections 64; stop
+  start_gateway; lg --scenario m7 --connections 64; stop
+  fi
 done
 
 python3 - "$RUNS" "$(nproc)" "$REPEAT" <<'PY'
@@ -122,6 +128,8 @@ for n, target in ((1000, "<= 5 ms"), (10000, "<= 40 ms")):
 rows.append(("M5", "SetUserNotes, 64 callers", f"{med('m5','gateway','writes_per_flush'):.1f} writes/flush, {med('m5','gateway','ops_per_s'):.0f} acked/s, disk {med('m5','gateway','fsync_per_s'):.0f} fsync/s", "", ">= 32 writes/flush"))
 g, b = med("m6","gateway","ops_per_s"), med("m6","bare","ops_per_s")
 rows.append(("M6", "webhook deliveries", f"{g:.0f} ev/s vs bare {b:.0f}", paired("m6"), ">= 0.5x"))
+g, b = med("m7","gateway","ops_per_s"), med("m7","bare","ops_per_s")
+rows.append(("M7", "signed inbound SMS, 64 posters", f"{g:.0f} msg/s ({med('m7','gateway','writes_per_flush'):.1f} per flush) vs bare {b:.0f}", paired("m7"), ">= 0.3x, >= 32/flush"))
 for r in rows:
     print(" | ".join(r))
 PY

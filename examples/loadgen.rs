@@ -16,6 +16,11 @@
 //!   per flush from `/metrics`, against the `fsync` rate of `--fsync-dir`.
 //! - `m6`: webhook deliveries of `--events` events to a receiver in this
 //!   process; with `--target bare`, plain reqwest POSTs to the same receiver.
+//! - `m7`: inbound SMS: Twilio's incoming-message form posts, signed with
+//!   `X-Twilio-Signature` over `--public-base-url`, each a new message
+//!   (`MessageSid`) from one of 64 numbers, applied durably before its 200;
+//!   inbound messages per flush from `/metrics`. With `--target bare`, the
+//!   same form posts to the bare echo.
 //!
 //! ```sh
 //! cargo run --release --example loadgen -- --scenario m1 --addr 127.0.0.1:8080 --token <token>
@@ -45,6 +50,7 @@ pub enum Scenario {
     M4,
     M5,
     M6,
+    M7,
 }
 
 /// What is being measured.
@@ -92,6 +98,10 @@ pub struct Opts {
     /// Directory whose disk's fsync rate is the m5 baseline.
     #[arg(long)]
     pub fsync_dir: Option<std::path::PathBuf>,
+    /// The gateway's `public_base_url` (m7 signs over it); default
+    /// `http://<addr>`.
+    #[arg(long)]
+    pub public_base_url: Option<String>,
 }
 
 /// The figures of one run, printed as one JSON line.
@@ -175,14 +185,25 @@ impl HttpConn {
         })
     }
 
-    /// POSTs `body` to `path`; returns the status and the reply body.
+    /// POSTs JSON `body` to `path`; returns the status and the reply body.
     async fn post(&mut self, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
+        self.post_with(path, &[("content-type", "application/json")], body)
+            .await
+    }
+
+    /// POSTs `body` to `path` with `headers`; returns the status and the reply body.
+    async fn post_with(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(u16, Bytes), String> {
         self.sender.ready().await.map_err(|e| e.to_string())?;
-        let req = hyper::Request::post(path)
-            .header("host", &self.host)
-            .header("content-type", "application/json")
-            .body(Full::new(body))
-            .expect("request builds");
+        let mut req = hyper::Request::post(path).header("host", &self.host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body)).expect("request builds");
         let res = self
             .sender
             .send_request(req)
@@ -727,6 +748,135 @@ async fn m5(o: &Opts) -> Result<Report, String> {
     Ok(totals.report(o, extra))
 }
 
+/// The SMS bot M7 posts to, and its Twilio auth token.
+const SMS_BOT: u64 = 7000;
+const SMS_AUTH_TOKEN: &str = "bench-twilio-auth-token";
+
+/// Twilio's `X-Twilio-Signature` of a form post to `url`.
+fn twilio_signature(url: &str, params: &[(String, String)]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(SMS_AUTH_TOKEN.as_bytes())
+        .expect("any key length");
+    mac.update(url.as_bytes());
+    for (k, v) in sorted {
+        mac.update(k.as_bytes());
+        mac.update(v.as_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+async fn m7(o: &Opts) -> Result<Report, String> {
+    let path = match o.target {
+        Target::Gateway => {
+            let r = command(
+                &o.addr,
+                &o.token,
+                json!({"cmd": "CreateBot", "botID": SMS_BOT, "kind": "sms",
+                    "account_sid": "ACbench0000000000000000000000000000",
+                    "auth_token": SMS_AUTH_TOKEN, "from": "+15557122661"}),
+            )
+            .await?;
+            if r["ok"] != 1 {
+                return Err(format!("cannot create the SMS bot: {r}"));
+            }
+            format!("/channels/sms/{SMS_BOT}")
+        }
+        Target::Bare => "/".to_string(),
+    };
+    let base = o
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", o.addr));
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let counters_0 = Arc::new(Mutex::new(None::<(f64, f64)>));
+    if o.target == Target::Gateway {
+        let (addr, counters_0) = (o.addr.clone(), counters_0.clone());
+        let warm = Duration::from_secs_f64(o.warmup);
+        tokio::spawn(async move {
+            tokio::time::sleep(warm).await;
+            let f = metric(&addr, "convgate_store_flushes_total")
+                .await
+                .unwrap_or(0.0);
+            let w = metric(&addr, "convgate_store_writes_total")
+                .await
+                .unwrap_or(0.0);
+            *counters_0.lock().unwrap() = Some((f, w));
+        });
+    }
+    let addr = o.addr.clone();
+    let totals = run_workers(o, move |i, measure_from, until| {
+        let (addr, path, url) = (addr.clone(), path.clone(), url.clone());
+        async move {
+            let mut h = histogram();
+            let (mut ops, mut errors) = (0, 0);
+            let Ok(mut conn) = HttpConn::open(&addr).await else {
+                return (h, 0, 1);
+            };
+            let from = format!("+1415555{:04}", i % 10_000);
+            let mut k = 0u64;
+            while Instant::now() < until {
+                k += 1;
+                let sid = format!("SM{i:08x}{k:024x}");
+                let params: Vec<(String, String)> = [
+                    ("ToCountry", "US"),
+                    ("SmsMessageSid", &sid),
+                    ("NumMedia", "0"),
+                    ("SmsSid", &sid),
+                    ("SmsStatus", "received"),
+                    ("Body", "Is my order on its way?"),
+                    ("FromCountry", "US"),
+                    ("To", "+15557122661"),
+                    ("NumSegments", "1"),
+                    ("MessageSid", &sid),
+                    ("AccountSid", "ACbench0000000000000000000000000000"),
+                    ("From", &from),
+                    ("ApiVersion", "2010-04-01"),
+                ]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+                let sig = twilio_signature(&url, &params);
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&params)
+                    .finish();
+                let headers = [
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("x-twilio-signature", sig.as_str()),
+                ];
+                let t0 = Instant::now();
+                let res = conn.post_with(&path, &headers, Bytes::from(body)).await;
+                if t0 < measure_from {
+                    continue;
+                }
+                match res {
+                    Ok((200, _)) => {
+                        ops += 1;
+                        let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (h, ops, errors)
+        }
+    })
+    .await;
+    let mut extra = serde_json::Map::new();
+    if o.target == Target::Gateway {
+        let f1 = metric(&o.addr, "convgate_store_flushes_total").await?;
+        let w1 = metric(&o.addr, "convgate_store_writes_total").await?;
+        let (f0, w0) = counters_0.lock().unwrap().unwrap_or((0.0, 0.0));
+        let per_flush = (w1 - w0) / (f1 - f0).max(1.0);
+        extra.insert(
+            "writes_per_flush".into(),
+            json!((per_flush * 10.0).round() / 10.0),
+        );
+    }
+    Ok(totals.report(o, extra))
+}
+
 /// A receiver that answers 200 once `gate` opens, counting deliveries.
 struct Receiver {
     addr: std::net::SocketAddr,
@@ -887,6 +1037,7 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
         Scenario::M4 => m4(o).await,
         Scenario::M5 => m5(o).await,
         Scenario::M6 => m6(o).await,
+        Scenario::M7 => m7(o).await,
     }
 }
 

@@ -30,6 +30,7 @@ fn opts(scenario: Scenario, target: Target, addr: String, token: &str, connectio
         pid: Some(std::process::id()),
         events: 40,
         fsync_dir: None,
+        public_base_url: None,
     }
 }
 
@@ -180,4 +181,41 @@ async fn m6_webhook_deliveries_each_once() {
         .await
         .unwrap();
     assert_eq!(r.operations, 40, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m7_signed_inbound_sms_are_applied_and_share_flushes() {
+    let gw = spawn_with(|c| {
+        c.rate_limit = 0;
+        c.public_base_url = Some("https://gw.bench.test".into());
+    })
+    .await;
+    let mut o = opts(
+        Scenario::M7,
+        Target::Gateway,
+        gw.gw().addr.to_string(),
+        &gw.token,
+        4,
+    );
+    o.public_base_url = Some("https://gw.bench.test".into());
+    let r = loadgen::run(&o).await.unwrap();
+    assert!(
+        r.operations > 0 && r.errors == 0,
+        "every post verified and applied: {r:?}"
+    );
+    assert!(
+        r.extra["writes_per_flush"].as_f64().unwrap() >= 1.0,
+        "{r:?}"
+    );
+    let (_, users) = gw.cmd("GetUsers", serde_json::json!({})).await;
+    assert_eq!(
+        users["data"].as_array().unwrap().len(),
+        4,
+        "one user per number"
+    );
+    let bare_addr = bare(|l| Box::pin(bare_http_echo::serve(l))).await;
+    let r = loadgen::run(&opts(Scenario::M7, Target::Bare, bare_addr, "", 4))
+        .await
+        .unwrap();
+    assert!(r.operations > 0 && r.errors == 0, "{r:?}");
 }
