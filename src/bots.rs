@@ -34,7 +34,7 @@ impl SettingsInput {
     ) -> Result<SettingsInput, ApiError> {
         let mut values = BTreeMap::new();
         for spec in SETTINGS.iter().flat_map(|(_, specs)| specs.iter()) {
-            if values.contains_key(spec.name) {
+            if spec.derived || values.contains_key(spec.name) {
                 continue;
             }
             match get(spec.name)? {
@@ -60,7 +60,7 @@ impl SettingsInput {
     pub fn from_config(kind: BotKind, given: &BTreeMap<String, Secret>) -> Result<Self, String> {
         let specs = settings_of(kind);
         for name in given.keys() {
-            if !specs.iter().any(|s| s.name == name) {
+            if !specs.iter().any(|s| s.name == name && !s.derived) {
                 return Err(format!(
                     "{name} is not a setting of {} bots (settings: {})",
                     kind.as_str(),
@@ -71,6 +71,18 @@ impl SettingsInput {
         Ok(SettingsInput {
             values: given.clone(),
         })
+    }
+
+    /// Whether no setting was given.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Adds `(name, value)` pairs a channel derived ([`crate::channel::Channel::configure`]).
+    fn derive(&mut self, derived: Vec<(&'static str, String)>) {
+        for (name, value) in derived {
+            self.values.insert(name.to_string(), Secret::new(value));
+        }
     }
 
     /// Applies the given settings to `bot`, sealing secrets. Errors: 1016 a
@@ -116,18 +128,34 @@ pub fn check_name(name: Option<&str>) -> Result<Option<String>, ApiError> {
     Ok(name.map(str::to_string))
 }
 
-/// Creates bot `id` of `org` or updates it (same kind only), durably.
+/// Creates bot `id` of `org` or updates it (same kind only), durably. When
+/// settings are given, the bot's channel first checks them with its
+/// provider and derives its own ([`crate::channel::Channel::configure`]).
 /// Errors: 1016 another kind exists under the id or a setting of another
-/// kind, 1015 the botID is another organization's, 1017 a bad URL setting.
+/// kind, 1015 the botID is another organization's, 1017 a bad URL setting,
+/// and the channel's refusal.
 pub async fn create_or_update(
     ctx: &Ctx,
     org: &str,
     id: u64,
     kind: BotKind,
     name: Option<String>,
-    settings: SettingsInput,
+    mut settings: SettingsInput,
 ) -> Result<Bot, ApiError> {
     let wrong_kind = |m: String| ApiError::new(ErrorCode::WrongBotKind, m);
+    if let (false, Some(channel)) = (settings.is_empty(), ctx.channels.get(kind)) {
+        // The settings as they will be: the stored ones, then the given ones.
+        let mut merged = match ctx.store.bot(org, id)? {
+            Some(existing) if existing.kind == kind => ctx.settings(&existing)?,
+            _ => crate::channel::Settings::new(id, Vec::new()),
+        };
+        merged.extend(&settings.values);
+        let derived = match channel.configure(&merged) {
+            Some(check) => check.await?,
+            None => Vec::new(),
+        };
+        settings.derive(derived);
+    }
     ctx.store
         .write(org, |tx| {
             let mut bot = match tx.store().bot(org, id)? {
@@ -183,6 +211,14 @@ pub fn view(bot: &Bot) -> Value {
                 s.insert(
                     format!("{}_set", spec.name),
                     bot.secrets.contains_key(spec.name).into(),
+                );
+            } else if spec.flag {
+                s.insert(
+                    spec.name.to_string(),
+                    bot.settings
+                        .get(spec.name)
+                        .is_some_and(|v| v == "true")
+                        .into(),
                 );
             } else {
                 s.insert(

@@ -89,6 +89,9 @@ pub struct Config {
     pub phone_rate_limit: u32,
     /// Messages per second per token (reference: 10); 0 disables.
     pub send_rate_limit: u32,
+    /// Telegram: messages per second per bot (the Bot API's flood limit);
+    /// over it: 2009. 0 disables. Default 30.
+    pub telegram_rate_limit: u32,
     /// Seconds between template cache syncs of each bot whose channel has
     /// templates (WhatsApp). Default 3600.
     pub template_refresh: f64,
@@ -158,6 +161,7 @@ impl Default for Config {
             provider_retry_schedule: vec![0.5, 2.0],
             phone_rate_limit: 1,
             send_rate_limit: 10,
+            telegram_rate_limit: 30,
             template_refresh: 3600.0,
             bots: Vec::new(),
         }
@@ -264,6 +268,9 @@ pub struct ServeArgs {
     /// Messages per second per token, 0 = unlimited [default: 10].
     #[arg(long, env = "CONVGATE_SEND_RATE_LIMIT")]
     pub send_rate_limit: Option<u32>,
+    /// Telegram messages per second per bot, 0 = unlimited [default: 30].
+    #[arg(long, env = "CONVGATE_TELEGRAM_RATE_LIMIT")]
+    pub telegram_rate_limit: Option<u32>,
     /// Seconds between template syncs [default: 3600].
     #[arg(long, env = "CONVGATE_TEMPLATE_REFRESH")]
     pub template_refresh: Option<f64>,
@@ -304,7 +311,7 @@ impl Config {
             max_message_bytes, max_body_bytes, max_connections, socket_queue, write_timeout,
             rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
             webhook_concurrency, webhook_secret_overlap, graph_base_url, phone_rate_limit,
-            send_rate_limit, template_refresh;
+            send_rate_limit, telegram_rate_limit, template_refresh;
             tls_cert, tls_key, admin_token, bootstrap_token, secrets_key, public_base_url);
         // The old environment names, when the new ones are not given.
         let old = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());

@@ -74,6 +74,9 @@ pub enum ErrorCode {
     PhoneRateLimited = 2007,
     /// 2008 Rate limit reached for this token.
     TokenRateLimited = 2008,
+    /// 2009 Too busy to send more messages (reference: "WhatsApp too busy
+    /// to send more messages"; also a provider's flood limit, e.g. Telegram).
+    ProviderBusy = 2009,
     /// 3000 No WhatsApp Templates exist for this ChatBot.
     NoTemplates = 3000,
     /// 3001 No WhatsApp template exists for this name and language.

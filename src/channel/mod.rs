@@ -10,6 +10,7 @@
 //!
 //! - [`whatsapp`]: the WhatsApp Cloud API (Meta Graph API).
 //! - [`sms`]: SMS through Twilio Programmable Messaging.
+//! - [`telegram`]: the Telegram Bot API.
 //!
 //! # Adding a channel
 //! A folder `channel/<kind>/` with a type implementing [`Channel`] (send,
@@ -27,6 +28,7 @@
 //! to the provider's HTTP round trip.
 
 pub mod sms;
+pub mod telegram;
 pub mod whatsapp;
 
 use crate::domain::{BotKind, E164};
@@ -40,7 +42,9 @@ use std::sync::Arc;
 
 /// One setting of a channel's bots: a `CreateBot`/`UpdateBot` field and a
 /// `[[bots]]` key. Secret settings are sealed at rest and shown only as
-/// `<name>_set`; URL settings must pass the outbound address policy.
+/// `<name>_set`; URL settings must pass the outbound address policy;
+/// derived settings are the channel's own ([`Channel::configure`]): shown,
+/// never accepted from a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SettingSpec {
     /// Field name, e.g. `access_token`.
@@ -49,6 +53,47 @@ pub struct SettingSpec {
     pub secret: bool,
     /// An absolute URL checked by [`crate::net::check_url`].
     pub url: bool,
+    /// Set by the channel, not by commands.
+    pub derived: bool,
+    /// Shown as a JSON boolean (`"true"`/`"false"` stored).
+    pub flag: bool,
+}
+
+impl SettingSpec {
+    const fn new(name: &'static str, secret: bool, url: bool, derived: bool, flag: bool) -> Self {
+        SettingSpec {
+            name,
+            secret,
+            url,
+            derived,
+            flag,
+        }
+    }
+
+    /// A plain text setting.
+    pub const fn text(name: &'static str) -> Self {
+        SettingSpec::new(name, false, false, false, false)
+    }
+
+    /// A URL setting (checked against the outbound address policy).
+    pub const fn url(name: &'static str) -> Self {
+        SettingSpec::new(name, false, true, false, false)
+    }
+
+    /// A secret setting (sealed, shown as `<name>_set`).
+    pub const fn secret(name: &'static str) -> Self {
+        SettingSpec::new(name, true, false, false, false)
+    }
+
+    /// A text setting the channel derives.
+    pub const fn derived(name: &'static str) -> Self {
+        SettingSpec::new(name, false, false, true, false)
+    }
+
+    /// A yes/no setting the channel derives.
+    pub const fn derived_flag(name: &'static str) -> Self {
+        SettingSpec::new(name, false, false, true, true)
+    }
 }
 
 /// A bot's settings, opened for one use (secrets unsealed), with the bot's
@@ -80,6 +125,13 @@ impl Settings {
     /// The bot's id.
     pub fn bot_id(&self) -> u64 {
         self.bot_id
+    }
+
+    /// Sets or replaces each of `values`.
+    pub fn extend(&mut self, values: &BTreeMap<String, Secret>) {
+        for (k, v) in values {
+            self.values.insert(k.clone(), v.clone());
+        }
     }
 
     /// The value of `name`, if set.
@@ -132,6 +184,9 @@ pub enum Refusal {
     /// "blocked by the user"): the user is disabled (`onUserDisable`), ack
     /// -1, and the reply is 2006.
     Unsubscribed,
+    /// The provider's flood limit: not sent, ack -1, the reply is 2009 and
+    /// the send may be retried later (an idempotency key is released).
+    Busy,
 }
 
 /// Why a send failed, classified for retries, acks and replies.
@@ -152,6 +207,23 @@ pub enum SendError {
     },
 }
 
+/// What a provider says of a user's profile.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    /// Full name, empty when unknown.
+    pub name: String,
+    /// First name, when the provider gives it apart (else split from `name`).
+    pub first_name: Option<String>,
+    /// Last name, when the provider gives it apart.
+    pub last_name: Option<String>,
+    /// Language code (e.g. `en`), when known.
+    pub lang: Option<String>,
+    /// The provider reports the profile as it is now (Telegram): a change
+    /// updates the user (`onUserUpdate`). Otherwise (WhatsApp) the name only
+    /// fills a user that has none.
+    pub current: bool,
+}
+
 /// A message from a user, as a provider's webhook reports it.
 #[derive(Debug, Clone)]
 pub struct InboundMessage {
@@ -159,8 +231,8 @@ pub struct InboundMessage {
     pub from: String,
     /// The user's number in E.164, for phone-based channels.
     pub phone: Option<String>,
-    /// The sender's profile name, empty when unknown.
-    pub name: String,
+    /// The sender's profile.
+    pub profile: Profile,
     /// The provider's message id (dedupe: a redelivery has no second effect).
     pub provider_id: String,
     /// Unix ms when the user sent it, when the provider says.
@@ -212,8 +284,8 @@ pub struct UserRef {
     pub from: String,
     /// The user's number in E.164, for phone-based channels.
     pub phone: Option<String>,
-    /// The user's profile name, empty when unknown.
-    pub name: String,
+    /// The user's profile.
+    pub profile: Profile,
 }
 
 /// A request on a bot's provider-facing URL, as the channel verifies it.
@@ -227,6 +299,9 @@ pub struct InboundRequest<'a> {
     /// The raw body.
     pub body: &'a [u8],
 }
+
+/// Settings a channel derives when a bot's settings change: `(name, value)`.
+pub type Derived = Vec<(&'static str, String)>;
 
 /// A plain HTTP answer to a provider (handshakes, refusals, acknowledgements).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +345,26 @@ pub trait Channel: Send + Sync + 'static {
     /// The longest text this channel sends in one message, in characters
     /// (1013 above it), when it is below the reference's 2000.
     fn max_text_chars(&self) -> Option<usize> {
+        None
+    }
+
+    /// The ack a message has once the provider accepted it: 0 where
+    /// statuses follow (WhatsApp, SMS), 1 "sent" where none ever come
+    /// (Telegram has no delivery or read receipts).
+    fn ack_on_accept(&self) -> i8 {
+        0
+    }
+
+    /// Runs when a bot's settings change (`CreateBot`/`UpdateBot` with
+    /// settings, `[[bots]]`), before anything is stored, with the bot's
+    /// settings as they will be: checks them with the provider and returns
+    /// the settings the channel derives (`(name, value)`, of its derived or
+    /// secret settings). Errors refuse the change (nothing is stored).
+    fn configure<'a>(
+        &'a self,
+        settings: &'a Settings,
+    ) -> Option<BoxFuture<'a, Result<Derived, ApiError>>> {
+        let _ = settings;
         None
     }
 
@@ -345,6 +440,7 @@ pub trait Channel: Send + Sync + 'static {
 pub const SETTINGS: &[(BotKind, &[SettingSpec])] = &[
     (BotKind::Whatsapp, whatsapp::SETTINGS),
     (BotKind::Sms, sms::SETTINGS),
+    (BotKind::Telegram, telegram::SETTINGS),
 ];
 
 /// The settings of `kind`'s bots (none for a kind without a channel).
@@ -367,6 +463,7 @@ impl Registry {
         let mut r = Registry::default();
         r.register(Arc::new(whatsapp::WhatsApp::new(config)));
         r.register(Arc::new(sms::Sms::new(config)));
+        r.register(Arc::new(telegram::Telegram::new(config)));
         r
     }
 

@@ -56,7 +56,7 @@ pub use disable_api::DisableApi;
 pub use enable_api::EnableApi;
 pub use envelope::Envelope;
 pub(crate) use envelope::Fields;
-pub(crate) use fields::{idempotency, SendOptions};
+pub(crate) use fields::SendOptions;
 pub use get_agents::GetAgents;
 pub use get_bots::GetBots;
 pub use get_conversation::GetConversation;

@@ -7,7 +7,9 @@
 //! # Format
 //! `{"cmd":"SendTextMessage","uid":"3941-wa3-447922029419","message":"Thank you!"}` →
 //! `{"ok":1,"cmd":"SendTextMessage","mid":"…"}` (`mid` is an extension, for
-//! `GetMessageDetails`). Extension: `idempotencyKey` / `Idempotency-Key`.
+//! `GetMessageDetails`). Extensions, as for the sends by phone:
+//! `agentEmail`, `webhookURL` (with `webhookPayload`, `webhookHeaders`),
+//! `idempotencyKey` / `Idempotency-Key`.
 //!
 //! # Errors
 //! 1025 missing uid, 1010 missing message, 1013 over 2000 characters, 1017
@@ -19,11 +21,11 @@
 //! limits, the channel's refusal (WhatsApp: 3002 with `whatsappErrorCode`;
 //! SMS: 2005 with `smsErrorCode`), 2003 no answer.
 
-use super::{idempotency, Fields};
+use super::{Fields, SendOptions};
 use crate::channel::Content;
 use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
-use crate::idempotency::{Begin, Key};
+use crate::idempotency::Begin;
 use crate::messages::{self, Outbound};
 use crate::model::Org;
 use crate::reply::Reply;
@@ -36,7 +38,7 @@ pub const MAX_MESSAGE_CHARS: usize = 2000;
 pub struct SendTextMessage {
     uid: String,
     message: String,
-    idem: Option<Key>,
+    options: SendOptions,
 }
 
 impl SendTextMessage {
@@ -56,20 +58,21 @@ impl SendTextMessage {
         Ok(SendTextMessage {
             uid,
             message: message.to_string(),
-            idem: idempotency(f)?,
+            options: SendOptions::parse(f)?,
         })
     }
 
     /// Sends the text through the user's bot's channel.
     pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
         const CMD: &str = "SendTextMessage";
-        let _guard = match ctx
-            .idempotency
-            .begin(&ctx.store, org, self.idem.as_ref(), CMD)?
-        {
-            Begin::Replay(r) => return Ok(r),
-            Begin::Proceed(g) => g,
-        };
+        let _guard =
+            match ctx
+                .idempotency
+                .begin(&ctx.store, org, self.options.idem.as_ref(), CMD)?
+            {
+                Begin::Replay(r) => return Ok(r),
+                Begin::Proceed(g) => g,
+            };
         let user = load_user(ctx, org, &self.uid)?.user;
         let bot = ctx.bot(org, user.bot_id)?;
         let (channel, settings) = ctx.channel_of(&bot)?;
@@ -82,18 +85,23 @@ impl SendTextMessage {
             }
         }
         let to = channel.recipient(&user.uid, &user.phone)?;
-        if let Some(phone) = &to.phone {
-            ctx.check_phone_rate(org, phone.as_str())?;
-        }
+        let idem = self.options.idem.clone();
+        let (agent_email, callback) = self.options.resolve(ctx, org)?;
+        // One message per second per recipient: a phone number, or a chat.
+        let key = to
+            .phone
+            .as_ref()
+            .map_or(to.address.as_str(), |p| p.as_str());
+        ctx.check_phone_rate(org, key)?;
         let out = Outbound {
             uid: user.uid.clone(),
             to,
             typ: "text".into(),
             msg: self.message.clone(),
             content: Content::Text { body: self.message },
-            callback: None,
-            agent_email: None,
-            idem: self.idem,
+            callback,
+            agent_email,
+            idem,
             cmd: CMD,
         };
         let ok_reply = |mid: &str| Reply::ok(CMD).with_field("mid", mid);

@@ -20,7 +20,7 @@
 
 pub mod templates;
 
-use crate::channel::{Channel, Content, Inbound, Recipient, Refusal, SendError, Settings};
+use crate::channel::{Channel, Content, Inbound, Profile, Recipient, Refusal, SendError, Settings};
 use crate::ctx::Ctx;
 use crate::domain::make_uid;
 use crate::error::{ApiError, ErrorCode};
@@ -131,6 +131,17 @@ pub fn send_error(channel: &dyn Channel, uid: &str, e: &SendError) -> ApiError {
             refusal: Refusal::Unsubscribed,
             ..
         } => unsubscribed(uid),
+        SendError::Rejected {
+            refusal: Refusal::Busy,
+            desc,
+            ..
+        } => ApiError::new(
+            ErrorCode::ProviderBusy,
+            format!(
+                "{} is too busy to send more messages: {desc}",
+                channel.provider()
+            ),
+        ),
         SendError::Rejected { code, desc, .. } => channel.rejected(*code, desc),
         SendError::Unreachable(why) => ApiError::new(
             ErrorCode::Timeout,
@@ -252,6 +263,18 @@ pub async fn send(
                 Ok(provider_id) => {
                     m.provider_id = Some(provider_id.clone());
                     tx.put_message(&m, now);
+                    let ack = channel.ack_on_accept();
+                    if ack != 0 {
+                        set_ack(
+                            tx,
+                            &org.id,
+                            &mut m,
+                            ack,
+                            None,
+                            now_ms(),
+                            channel.error_fields(),
+                        );
+                    }
                     Ok(None)
                 }
                 Err(e) => {
@@ -276,8 +299,13 @@ pub async fn send(
                     }
                     if let Some(i) = idem {
                         match e {
-                            // No answer: the send may be retried under the same key.
-                            SendError::Unreachable(_) => tx.forget_idempotent(&i.key),
+                            // No answer, or too busy: the send may be
+                            // retried under the same key.
+                            SendError::Unreachable(_)
+                            | SendError::Rejected {
+                                refusal: Refusal::Busy,
+                                ..
+                            } => tx.forget_idempotent(&i.key),
                             SendError::Rejected { .. } => tx.put_idempotent(
                                 &i.key,
                                 &IdempotentReply {
@@ -361,7 +389,7 @@ pub async fn apply_inbound(
                         }
                         let uid = make_uid(bot.id, bot.kind, &m.from);
                         if users.insert(uid.clone()) {
-                            meet_user(tx, org, bot, &uid, m.phone.as_deref(), &m.name)?;
+                            meet_user(tx, org, bot, &uid, m.phone.as_deref(), &m.profile)?;
                         }
                         let at_ms = m.at_ms.unwrap_or_else(now_ms);
                         let msg = Message {
@@ -406,7 +434,7 @@ pub async fn apply_inbound(
                     Inbound::OptOut(u) | Inbound::OptIn(u) => {
                         let uid = make_uid(bot.id, bot.kind, &u.from);
                         if users.insert(uid.clone()) {
-                            meet_user(tx, org, bot, &uid, u.phone.as_deref(), &u.name)?;
+                            meet_user(tx, org, bot, &uid, u.phone.as_deref(), &u.profile)?;
                         }
                         let disable = matches!(event, Inbound::OptOut(_));
                         if set_disabled(tx, org, &uid, disable)? {
@@ -454,31 +482,43 @@ pub async fn apply_inbound(
 }
 
 /// Stages the user `uid` a webhook names: created when new
-/// (`onUserCreate`), or named when a send reached it first without a name
-/// (`onUserUpdate`).
+/// (`onUserCreate`); otherwise updated (`onUserUpdate`) when the provider
+/// reports its current profile and it changed, or when a send reached the
+/// user first and the profile names it.
 fn meet_user(
     tx: &mut WriteTx<'_>,
     org: &str,
     bot: &Bot,
     uid: &str,
     phone: Option<&str>,
-    name: &str,
+    profile: &Profile,
 ) -> Result<(), StoreError> {
-    match tx.store().user(org, uid)? {
+    let named = |rec: &mut crate::model::UserRecord| {
+        let fresh = new_user(bot, uid, "", &profile.name).user;
+        rec.user.name = fresh.name;
+        rec.user.first_name = profile.first_name.clone().unwrap_or(fresh.first_name);
+        rec.user.last_name = profile.last_name.clone().unwrap_or(fresh.last_name);
+        if let Some(lang) = &profile.lang {
+            rec.user.lang = lang.clone();
+        }
+    };
+    match tx.staged_user(org, uid)? {
         None => {
-            let rec = new_user(bot, uid, phone.unwrap_or(""), name);
+            let mut rec = new_user(bot, uid, phone.unwrap_or(""), "");
+            named(&mut rec);
             tx.put_user(&rec);
             tx.emit(on_user_create(&rec.user))?;
         }
-        Some(mut rec) if rec.user.name.is_empty() && !name.is_empty() => {
+        Some(mut rec)
+            if (profile.current || rec.user.name.is_empty()) && !profile.name.is_empty() =>
+        {
             let before = rec.user.clone();
-            let named = new_user(bot, uid, &rec.user.phone, name).user;
-            rec.user.name = named.name;
-            rec.user.first_name = named.first_name;
-            rec.user.last_name = named.last_name;
+            named(&mut rec);
             let update = changed_fields(&before, &rec.user);
-            tx.put_user(&rec);
-            tx.emit(on_user_update(&rec.user, update))?;
+            if !update.is_empty() {
+                tx.put_user(&rec);
+                tx.emit(on_user_update(&rec.user, update))?;
+            }
         }
         Some(_) => {}
     }

@@ -11,6 +11,7 @@ mod limits;
 mod protocol;
 mod session;
 mod sms;
+mod telegram;
 mod upgrade;
 mod webhooks;
 mod whatsapp;

@@ -30,31 +30,11 @@ use twilio::{Creds, TwilioError};
 
 /// The settings of an SMS bot.
 pub const SETTINGS: &[SettingSpec] = &[
-    SettingSpec {
-        name: "account_sid",
-        secret: false,
-        url: false,
-    },
-    SettingSpec {
-        name: "auth_token",
-        secret: true,
-        url: false,
-    },
-    SettingSpec {
-        name: "from",
-        secret: false,
-        url: false,
-    },
-    SettingSpec {
-        name: "messaging_service_sid",
-        secret: false,
-        url: false,
-    },
-    SettingSpec {
-        name: "twilio_base_url",
-        secret: false,
-        url: true,
-    },
+    SettingSpec::text("account_sid"),
+    SettingSpec::secret("auth_token"),
+    SettingSpec::text("from"),
+    SettingSpec::text("messaging_service_sid"),
+    SettingSpec::url("twilio_base_url"),
 ];
 
 /// Twilio's limit for the body of one message, in characters (Twilio,

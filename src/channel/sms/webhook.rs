@@ -9,7 +9,7 @@
 //! in Status Callbacks", "Advanced Opt-Out" (`OptOutType`), and the
 //! default opt-out and opt-in keywords of Twilio Messaging.
 
-use crate::channel::{Inbound, InboundMessage, StatusUpdate, UserRef};
+use crate::channel::{Inbound, InboundMessage, Profile, StatusUpdate, UserRef};
 use crate::domain::E164;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -152,12 +152,12 @@ pub fn events(params: &[(String, String)]) -> Vec<Inbound> {
     let user = UserRef {
         from: phone.digits().to_string(),
         phone: Some(phone.as_str().to_string()),
-        name: String::new(),
+        profile: Profile::default(),
     };
     let mut out = vec![Inbound::Message(InboundMessage {
         from: user.from.clone(),
         phone: user.phone.clone(),
-        name: String::new(),
+        profile: Profile::default(),
         provider_id: sid.to_string(),
         at_ms: None,
         typ: typ.to_string(),

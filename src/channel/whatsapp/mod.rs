@@ -30,36 +30,12 @@ use std::collections::HashMap;
 
 /// The settings of a WhatsApp bot.
 pub const SETTINGS: &[SettingSpec] = &[
-    SettingSpec {
-        name: "phone_number_id",
-        secret: false,
-        url: false,
-    },
-    SettingSpec {
-        name: "waba_id",
-        secret: false,
-        url: false,
-    },
-    SettingSpec {
-        name: "graph_base_url",
-        secret: false,
-        url: true,
-    },
-    SettingSpec {
-        name: "access_token",
-        secret: true,
-        url: false,
-    },
-    SettingSpec {
-        name: "app_secret",
-        secret: true,
-        url: false,
-    },
-    SettingSpec {
-        name: "verify_token",
-        secret: true,
-        url: false,
-    },
+    SettingSpec::text("phone_number_id"),
+    SettingSpec::text("waba_id"),
+    SettingSpec::url("graph_base_url"),
+    SettingSpec::secret("access_token"),
+    SettingSpec::secret("app_secret"),
+    SettingSpec::secret("verify_token"),
 ];
 
 /// The WhatsApp channel: the Graph client and the instance's default base.

@@ -3,7 +3,9 @@
 //! `contacts[]`, `statuses[]` with `errors[]`), read leniently (every field
 //! defaulted) and turned into neutral [`Inbound`] events.
 
-use crate::channel::{Inbound, InboundMessage as NeutralMessage, StatusUpdate};
+use crate::channel::{
+    Inbound, InboundMessage as NeutralMessage, Profile as NeutralProfile, StatusUpdate,
+};
 use crate::domain::E164;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -316,7 +318,10 @@ impl Notification {
                 out.push(Inbound::Message(NeutralMessage {
                     from: m.from.clone(),
                     phone: Some(phone),
-                    name,
+                    profile: NeutralProfile {
+                        name,
+                        ..NeutralProfile::default()
+                    },
                     provider_id: m.id.clone(),
                     at_ms: unix_ms(&m.timestamp),
                     typ,
