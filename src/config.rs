@@ -92,6 +92,9 @@ pub struct Config {
     /// Telegram: messages per second per bot (the Bot API's flood limit);
     /// over it: 2009. 0 disables. Default 30.
     pub telegram_rate_limit: u32,
+    /// Seconds without a message after which an open conversation closes
+    /// (`onUserConversation`); 0 = never. Default 86400.
+    pub conversation_idle_timeout: f64,
     /// Seconds between template cache syncs of each bot whose channel has
     /// templates (WhatsApp). Default 3600.
     pub template_refresh: f64,
@@ -163,6 +166,7 @@ impl Default for Config {
             send_rate_limit: 10,
             telegram_rate_limit: 30,
             template_refresh: 3600.0,
+            conversation_idle_timeout: 86400.0,
             bots: Vec::new(),
         }
     }
@@ -271,6 +275,9 @@ pub struct ServeArgs {
     /// Telegram messages per second per bot, 0 = unlimited [default: 30].
     #[arg(long, env = "CONVGATE_TELEGRAM_RATE_LIMIT")]
     pub telegram_rate_limit: Option<u32>,
+    /// Seconds without a message before a conversation closes, 0 = never [default: 86400].
+    #[arg(long, env = "CONVGATE_CONVERSATION_IDLE_TIMEOUT")]
+    pub conversation_idle_timeout: Option<f64>,
     /// Seconds between template syncs [default: 3600].
     #[arg(long, env = "CONVGATE_TEMPLATE_REFRESH")]
     pub template_refresh: Option<f64>,
@@ -311,7 +318,7 @@ impl Config {
             max_message_bytes, max_body_bytes, max_connections, socket_queue, write_timeout,
             rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
             webhook_concurrency, webhook_secret_overlap, graph_base_url, phone_rate_limit,
-            send_rate_limit, telegram_rate_limit, template_refresh;
+            send_rate_limit, telegram_rate_limit, template_refresh, conversation_idle_timeout;
             tls_cert, tls_key, admin_token, bootstrap_token, secrets_key, public_base_url);
         // The old environment names, when the new ones are not given.
         let old = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
@@ -376,6 +383,9 @@ impl Config {
                 .any(|d| !d.is_finite() || *d < 0.0)
         {
             return bad("provider_timeout and template_refresh must be positive, provider_retry_schedule delays >= 0");
+        }
+        if !self.conversation_idle_timeout.is_finite() || self.conversation_idle_timeout < 0.0 {
+            return bad("conversation_idle_timeout must be seconds >= 0 (0 = never)");
         }
         if let Some(u) = &self.public_base_url {
             match reqwest::Url::parse(u) {

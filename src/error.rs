@@ -48,6 +48,10 @@ pub enum ErrorCode {
     ConnectionReused = 1018,
     /// 1019 Websocket Connect expected as first command.
     ConnectExpected = 1019,
+    /// 1002 Invalid end date passed to the API.
+    InvalidEndDate = 1002,
+    /// 1021 Start date is after end date.
+    StartAfterEnd = 1021,
     /// 1003 Invalid start date passed to the API (`CreatedDate`).
     InvalidStartDate = 1003,
     /// 1022 Invalid name format.
@@ -60,6 +64,8 @@ pub enum ErrorCode {
     MissingUid = 1025,
     /// 2000 Unable to create a user.
     CannotCreateUser = 2000,
+    /// 2001 User is chatting to an agent, message cannot be sent.
+    ChattingToAgent = 2001,
     /// 2002 Unable to assign user to agent (invalid agent email).
     UnknownAgent = 2002,
     /// 2003 Internal timeout (a provider did not answer).

@@ -2,7 +2,7 @@
 //! (with only the changed fields), `onUserDelete`. The store adds `seq` and
 //! `eventId` when it appends them ([`crate::store::WriteTx::emit`]).
 
-use crate::model::User;
+use crate::model::{Agent, Conversation, User};
 use serde_json::{json, Map, Value};
 
 /// The event body `onUserCreate` (reference, "onUserCreate"): data = user.
@@ -31,6 +31,54 @@ pub fn on_user_disable(uid: &str) -> Map<String, Value> {
 /// "onUserEnable": a disabled user engages again).
 pub fn on_user_enable(uid: &str) -> Map<String, Value> {
     obj(json!({"cmd": "onUserEnable", "ok": 1, "uid": uid}))
+}
+
+/// Extension events a subscriber receives only when it asked for them
+/// (`connect`'s and `SetWebhook`'s `events`); a plain Convrs client never
+/// sees them.
+pub const OPT_IN: &[&str] = &["onMessage", "onConversationUpdate"];
+
+/// The `cmd` of a logged event's JSON. Events are serialised with their
+/// keys in order, so `cmd` comes first: `{"cmd":"onMessage",…`.
+pub fn name_of(json: &[u8]) -> &str {
+    json.strip_prefix(b"{\"cmd\":\"")
+        .and_then(|rest| rest.iter().position(|&b| b == b'"').map(|end| &rest[..end]))
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .unwrap_or("")
+}
+
+/// Whether a subscriber with the opt-in `events` receives the logged event
+/// `json`: every reference event, and the opt-in ones it asked for.
+pub fn wanted(json: &[u8], events: &[String]) -> bool {
+    let name = name_of(json);
+    !OPT_IN.contains(&name) || events.iter().any(|e| e == name)
+}
+
+/// The event body `onUserConversation`: top-level `uid`, `data` the rows of
+/// the closed conversation (reference, "onUserConversation").
+pub fn on_user_conversation(uid: &str, rows: Vec<Value>) -> Map<String, Value> {
+    obj(json!({"cmd": "onUserConversation", "ok": 1, "uid": uid, "data": rows}))
+}
+
+/// The event body `onMessage` (extension, opt-in): `data` = the row.
+pub fn on_message(row: Value) -> Map<String, Value> {
+    obj(json!({"cmd": "onMessage", "ok": 1, "data": row}))
+}
+
+/// The event body `onConversationUpdate` (extension, opt-in): `data` =
+/// `{cid, uid, status, aid, agent}`, status open|assigned|closed.
+pub fn on_conversation_update(
+    c: &Conversation,
+    status: &str,
+    agent: Option<&Agent>,
+) -> Map<String, Value> {
+    obj(json!({"cmd": "onConversationUpdate", "ok": 1, "data": {
+        "cid": c.cid,
+        "uid": c.uid,
+        "status": status,
+        "aid": agent.map_or(0, |a| a.aid),
+        "agent": agent.map_or("", |a| a.name.as_str()),
+    }}))
 }
 
 /// The event body `onWebhookDisabled` (extension): data = `{url, reason}`.

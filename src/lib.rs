@@ -16,6 +16,8 @@
 //!   periodic housekeeping.
 //! - [`messages`]: what sends and provider webhooks mean for users,
 //!   messages, acks and callbacks, for every channel; the template cache.
+//! - [`conversations`]: conversations between users and agents: opening,
+//!   assignment, notes, closing, the rows they show.
 //! - [`bots`], [`users`], [`idempotency`], [`events`]: bots and their
 //!   channel settings, user updates, idempotent sends, event bodies.
 //! - [`ctx`]: the context every command gets (store, bus, channels,
@@ -51,6 +53,7 @@ pub mod bus;
 pub mod channel;
 pub mod cmd;
 pub mod config;
+pub mod conversations;
 pub mod ctx;
 pub mod delivery;
 pub mod domain;

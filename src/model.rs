@@ -138,6 +138,46 @@ pub struct Message {
     /// Agent the send was assigned to.
     #[serde(default)]
     pub agent_email: Option<String>,
+    /// The conversation it belongs to (extension `cid`); `None` for
+    /// messages stored before conversations existed.
+    #[serde(default)]
+    pub cid: Option<String>,
+}
+
+/// An open conversation: one user's span of messages from open to close
+/// (reference, "GetOpenConversations"; `protocol/conversations.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Conversation {
+    /// Conversation id: 24 hex characters, unique.
+    pub cid: String,
+    /// The user.
+    pub uid: String,
+    /// The bot it runs through.
+    pub bot_id: u64,
+    /// Unix ms when it opened.
+    pub started_ms: i64,
+    /// Email of the assigned agent, if any.
+    pub agent: Option<String>,
+    /// Agent messages so far.
+    pub aco: u64,
+    /// User messages so far.
+    pub uco: u64,
+    /// Unix ms of its last message (the idle timeout counts from here).
+    pub last_ms: i64,
+}
+
+/// A closed conversation as kept for `GetConversationsFlat`: its rows as
+/// they were at close, serialised once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClosedConversation {
+    /// The conversation as it was when it closed.
+    pub conversation: Conversation,
+    /// Unix ms when it closed.
+    pub closed_ms: i64,
+    /// Email of the agent who closed it, if one did.
+    pub closed_by: Option<String>,
+    /// Its rows, `GetConversation`'s shape plus `cid`, as a JSON array.
+    pub rows: String,
 }
 
 /// An agent of the organization (extension `CreateAgent`).
@@ -286,6 +326,10 @@ pub struct Webhook {
     pub disabled_reason: Option<String>,
     /// ISO 8601 UTC time it was set.
     pub created: String,
+    /// Opt-in extension events it receives besides the reference's
+    /// (`SetWebhook`'s `events`; [`crate::events::OPT_IN`]).
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 /// Where a delivery stands.

@@ -166,7 +166,7 @@ pub(crate) fn webhook_headers(f: &Fields) -> Result<Vec<(String, String)>, ApiEr
 
 /// The optional `agentEmail` of a send: must name an agent of the
 /// organization (2002 otherwise; `CreateAgent` adds agents).
-pub(crate) fn agent_of(
+pub fn agent_of(
     ctx: &Ctx,
     org: &Org,
     email: Option<&str>,
@@ -183,4 +183,39 @@ pub(crate) fn agent_of(
                 format!("unable to assign to agent {email:?}: no such agent (CreateAgent)"),
             )
         })
+}
+
+/// The opt-in extension events a subscriber asks for (`events` of
+/// `connect` and `SetWebhook`): a list of names from
+/// [`crate::events::OPT_IN`]. Errors: 1017 not a list of strings, or an
+/// unknown name.
+pub(crate) fn opt_in_events(f: &Fields) -> Result<Vec<String>, ApiError> {
+    let bad = |m: String| ApiError::new(ErrorCode::InvalidJson, format!("events: {m}"));
+    let list = match f.value("events") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("must be an array of event names".into())),
+    };
+    let mut out: Vec<String> = Vec::new();
+    for v in list {
+        let Some(name) = v.as_str() else {
+            return Err(bad("must be an array of event names".into()));
+        };
+        if !crate::events::OPT_IN.contains(&name) {
+            return Err(bad(format!(
+                "{name:?} is not an opt-in event (known: {})",
+                crate::events::OPT_IN.join(", ")
+            )));
+        }
+        if !out.iter().any(|e| e == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The opt-in events a `connect` envelope asks for (extension `events`).
+/// Errors: as [`opt_in_events`].
+pub fn connect_events(env: &super::Envelope<'_>) -> Result<Vec<String>, ApiError> {
+    opt_in_events(&env.fields())
 }

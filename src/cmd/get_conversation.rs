@@ -9,7 +9,8 @@
 //! `agent`, `agentemail` name the agent of an agent's send (0 and empty
 //! otherwise). A template send's `msg` is its body with the parameters
 //! filled in. Media rows keep the caption in `msg` and add `mediaId`
-//! (extension). At most the last 1000 messages.
+//! (extension); every row names its conversation in `cid` (extension).
+//! At most the last 1000 messages.
 //!
 //! # Errors
 //! 1025 missing uid, 1005 unknown user.
@@ -17,10 +18,9 @@
 use super::Fields;
 use crate::ctx::Ctx;
 use crate::error::ApiError;
-use crate::model::{Org, Sender};
+use crate::model::Org;
 use crate::reply::Reply;
 use crate::users::load_user;
-use serde_json::json;
 
 /// Most rows returned (the reference limits GetConversationsFlat to 1000).
 pub const MAX_ROWS: usize = 1000;
@@ -47,26 +47,7 @@ impl GetConversation {
                 Some(e) => ctx.store.agent(&org.id, e)?,
                 None => None,
             };
-            let mut row = json!({
-                "uid": user.uid,
-                "email": user.email,
-                "name": user.name,
-                "phone": user.phone,
-                "url": user.url,
-                "aid": agent.as_ref().map_or(0, |a| a.aid),
-                "agent": agent.as_ref().map_or("", |a| a.name.as_str()),
-                "agentemail": agent.as_ref().map_or("", |a| a.email.as_str()),
-                "mid": m.mid,
-                "msg": m.msg,
-                "typ": m.typ,
-                "sender": match m.sender { Sender::Client => "client", Sender::Agent => "agent", Sender::System => "system" },
-                "dt": m.dt,
-                "bot": user.bot,
-            });
-            if let Some(id) = &m.media_id {
-                row["mediaId"] = id.clone().into();
-            }
-            rows.push(row);
+            rows.push(crate::conversations::row(&user, &m, agent.as_ref()));
         }
         Ok(Reply::ok("GetConversation").with_data(rows))
     }

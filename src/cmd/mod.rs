@@ -6,10 +6,14 @@
 //! file; `Command`'s own methods only delegate. [`execute`] is the single
 //! entry point the transports call once they know the caller.
 
+mod add_conversation_note;
+mod assign_conversation;
+mod close_conversation;
 mod create_agent;
 mod create_bot;
 mod create_organization;
 mod create_user_tag;
+mod delete_agent;
 mod delete_user;
 mod delete_user_tag;
 mod delete_webhook;
@@ -20,8 +24,10 @@ mod fields;
 mod get_agents;
 mod get_bots;
 mod get_conversation;
+mod get_conversations_flat;
 mod get_deliveries;
 mod get_message_details;
+mod get_open_conversations;
 mod get_user;
 mod get_user_data;
 mod get_user_tags;
@@ -45,10 +51,14 @@ mod set_webhook;
 mod update_bot;
 mod upsert_user;
 
+pub use add_conversation_note::AddConversationNote;
+pub use assign_conversation::AssignConversation;
+pub use close_conversation::CloseConversation;
 pub use create_agent::CreateAgent;
 pub use create_bot::CreateBot;
 pub use create_organization::CreateOrganization;
 pub use create_user_tag::CreateUserTag;
+pub use delete_agent::DeleteAgent;
 pub use delete_user::DeleteUser;
 pub use delete_user_tag::DeleteUserTag;
 pub use delete_webhook::DeleteWebhook;
@@ -56,12 +66,15 @@ pub use disable_api::DisableApi;
 pub use enable_api::EnableApi;
 pub use envelope::Envelope;
 pub(crate) use envelope::Fields;
+pub use fields::connect_events;
 pub(crate) use fields::SendOptions;
 pub use get_agents::GetAgents;
 pub use get_bots::GetBots;
 pub use get_conversation::GetConversation;
+pub use get_conversations_flat::GetConversationsFlat;
 pub use get_deliveries::GetDeliveries;
 pub use get_message_details::GetMessageDetails;
+pub use get_open_conversations::GetOpenConversations;
 pub use get_user::GetUser;
 pub use get_user_data::GetUserData;
 pub use get_user_tags::GetUserTags;
@@ -165,6 +178,18 @@ pub enum Command {
     CreateAgent(CreateAgent),
     /// `GetAgents` (extension).
     GetAgents(GetAgents),
+    /// `GetOpenConversations` (reference, conversations).
+    GetOpenConversations(GetOpenConversations),
+    /// `GetConversationsFlat` (reference, conversations).
+    GetConversationsFlat(GetConversationsFlat),
+    /// `DeleteAgent` (extension, conversations).
+    DeleteAgent(DeleteAgent),
+    /// `CloseConversation` (extension, conversations).
+    CloseConversation(CloseConversation),
+    /// `AssignConversation` (extension, conversations).
+    AssignConversation(AssignConversation),
+    /// `AddConversationNote` (extension, conversations).
+    AddConversationNote(AddConversationNote),
 }
 
 impl Command {
@@ -211,6 +236,16 @@ impl Command {
             "GetConversation" => Command::GetConversation(GetConversation::parse(&f)?),
             "CreateAgent" => Command::CreateAgent(CreateAgent::parse(&f)?),
             "GetAgents" => Command::GetAgents(GetAgents),
+            "GetOpenConversations" => {
+                Command::GetOpenConversations(GetOpenConversations::parse(&f)?)
+            }
+            "GetConversationsFlat" => {
+                Command::GetConversationsFlat(GetConversationsFlat::parse(&f)?)
+            }
+            "DeleteAgent" => Command::DeleteAgent(DeleteAgent::parse(&f)?),
+            "CloseConversation" => Command::CloseConversation(CloseConversation::parse(&f)?),
+            "AssignConversation" => Command::AssignConversation(AssignConversation::parse(&f)?),
+            "AddConversationNote" => Command::AddConversationNote(AddConversationNote::parse(&f)?),
             "" => return Err(ApiError::new(ErrorCode::UnknownCommand, "missing cmd")),
             other => {
                 return Err(ApiError::new(
@@ -260,6 +295,12 @@ impl Command {
             Command::GetConversation(_) => "GetConversation",
             Command::CreateAgent(_) => "CreateAgent",
             Command::GetAgents(_) => "GetAgents",
+            Command::GetOpenConversations(_) => "GetOpenConversations",
+            Command::GetConversationsFlat(_) => "GetConversationsFlat",
+            Command::DeleteAgent(_) => "DeleteAgent",
+            Command::CloseConversation(_) => "CloseConversation",
+            Command::AssignConversation(_) => "AssignConversation",
+            Command::AddConversationNote(_) => "AddConversationNote",
         }
     }
 
@@ -345,6 +386,12 @@ impl Command {
             Command::GetConversation(c) => c.apply(ctx, needs_org()?),
             Command::CreateAgent(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::GetAgents(c) => c.apply(ctx, needs_org()?),
+            Command::GetOpenConversations(c) => c.apply(ctx, needs_org()?),
+            Command::GetConversationsFlat(c) => c.apply(ctx, needs_org()?),
+            Command::DeleteAgent(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::CloseConversation(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::AssignConversation(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::AddConversationNote(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
         }
     }
 }

@@ -5,6 +5,9 @@
 //! `{"cmd":"SetWebhook","url":"https://crm.example.com/convrs","secret":"whsec_…"}` →
 //! `{"ok":1,"cmd":"SetWebhook","data":{"url":…,"enabled":true,"created":…,"secret":"whsec_…"}}`.
 //! Without `secret`, one is generated (`whsec_` + base64 of 32 random bytes).
+//! Extension `events`: opt-in extension events to receive besides the
+//! reference's (`["onMessage","onConversationUpdate"]`); a webhook without
+//! it receives exactly the reference's events, as today.
 //! A first webhook receives the events that happen from now on; setting it
 //! again (a new URL, or after a 410 disabled it) keeps its place in the log
 //! and re-enables it.
@@ -12,7 +15,7 @@
 //! # Errors
 //! 1017 `url` missing, not `https://` (or `http://` when
 //! `allow_private_webhooks`), or a private address; `secret` not `whsec_` +
-//! base64 of at least 24 bytes.
+//! base64 of at least 24 bytes; `events` not a list of opt-in event names.
 
 use super::Fields;
 use crate::config::Secret;
@@ -29,6 +32,7 @@ use serde_json::{json, Value};
 pub struct SetWebhook {
     url: String,
     secret: Option<Secret>,
+    events: Vec<String>,
 }
 
 fn invalid(msg: impl Into<String>) -> ApiError {
@@ -38,6 +42,9 @@ fn invalid(msg: impl Into<String>) -> ApiError {
 /// The webhook as replies show it; the secret only where given.
 pub(super) fn webhook_view(hook: &Webhook, secret: Option<&Secret>) -> Value {
     let mut v = json!({"url": hook.url, "enabled": hook.enabled, "created": hook.created});
+    if !hook.events.is_empty() {
+        v["events"] = json!(hook.events);
+    }
     if let Some(reason) = &hook.disabled_reason {
         v["disabledReason"] = json!(reason);
     }
@@ -57,6 +64,7 @@ impl SetWebhook {
         Ok(SetWebhook {
             url: url.trim().to_string(),
             secret: secret.map(Secret::new),
+            events: super::fields::opt_in_events(f)?,
         })
     }
 
@@ -82,12 +90,15 @@ impl SetWebhook {
                         );
                         old.enabled = true;
                         old.disabled_reason = None;
+                        old.events = self.events.clone();
                         old
                     }
                     None => {
                         let last = tx.store().last_seq(&org.id)?;
                         tx.set_delivery_cursor(last);
-                        new_webhook(self.url.clone(), secret.clone())
+                        let mut hook = new_webhook(self.url.clone(), secret.clone());
+                        hook.events = self.events.clone();
+                        hook
                     }
                 };
                 tx.put_webhook(&hook);

@@ -141,6 +141,8 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 struct Signer {
     target: Result<reqwest::Url, String>,
     keys: Vec<(HmacSha256, Option<i64>)>,
+    /// The opt-in events the webhook asked for.
+    events: Vec<String>,
 }
 
 impl Signer {
@@ -157,7 +159,11 @@ impl Signer {
                 Some((HmacSha256::new_from_slice(&key).ok()?, s.expires_ms))
             })
             .collect();
-        Signer { target, keys }
+        Signer {
+            target,
+            keys,
+            events: hook.events.clone(),
+        }
     }
 
     /// The `webhook-signature` header: `v1,<base64 HMAC-SHA256 of
@@ -488,6 +494,10 @@ impl Deliveries {
             let now = now_ms();
             let next_attempt = Some(iso_of_ms(now));
             for e in &events {
+                // Opt-in extension events go only to webhooks that asked.
+                if !crate::events::wanted(&e.json, &signer.events) {
+                    continue;
+                }
                 w.queue.insert((now, e.seq));
                 let d = Delivery {
                     event_id: event_id_of(&e.json),
@@ -695,6 +705,7 @@ pub fn new_webhook(url: String, secret: Secret) -> Webhook {
         enabled: true,
         disabled_reason: None,
         created: crate::time::now_iso(),
+        events: Vec::new(),
     }
 }
 

@@ -83,6 +83,9 @@ fn set_ack(
         msg.error_desc = Some(desc);
     }
     tx.put_message(msg, ms_of_iso(&msg.dt));
+    if let Err(e) = crate::conversations::emit_message(tx, org, msg) {
+        tracing::error!(error = %e, "staging onMessage failed");
+    }
     if let Some(cb) = &msg.callback {
         let mut body = json!({
             "ok": 1,
@@ -219,9 +222,11 @@ pub async fn send(
         error_desc: None,
         callback: out.callback.take(),
         agent_email: out.agent_email.clone(),
+        cid: None,
     };
     ctx.store
         .write(&org.id, |tx| {
+            tx.track_users();
             match tx.store().user(&org.id, &out.uid)? {
                 Some(rec) if rec.user.disabled => return Err(unsubscribed(&out.uid)),
                 Some(_) => {}
@@ -232,6 +237,8 @@ pub async fn send(
                     tx.emit(on_user_create(&rec.user))?;
                 }
             }
+            let mut msg = msg.clone();
+            crate::conversations::Staged::default().attach(tx, &org.id, &mut msg, now)?;
             tx.put_message(&msg, now);
             let before = tx.store().channel_state(&org.id, &out.uid)?;
             let mut state = before.clone();
@@ -364,6 +371,7 @@ pub async fn apply_inbound(
         .store
         .write(org, |tx| {
             tx.track_users();
+            let mut convs = crate::conversations::Staged::default();
             let mut a = Applied::default();
             // Staged state, so that one payload may touch a message twice.
             let mut msgs: HashMap<String, Message> = HashMap::new();
@@ -392,7 +400,7 @@ pub async fn apply_inbound(
                             meet_user(tx, org, bot, &uid, m.phone.as_deref(), &m.profile)?;
                         }
                         let at_ms = m.at_ms.unwrap_or_else(now_ms);
-                        let msg = Message {
+                        let mut msg = Message {
                             mid: new_mid(),
                             uid: uid.clone(),
                             bot_id: bot.id,
@@ -408,7 +416,9 @@ pub async fn apply_inbound(
                             error_desc: None,
                             callback: None,
                             agent_email: None,
+                            cid: None,
                         };
+                        convs.attach(tx, org, &mut msg, at_ms)?;
                         tx.put_message(&msg, at_ms);
                         a.messages += 1;
                         let mut state = tx.store().channel_state(org, &uid)?;

@@ -47,6 +47,12 @@ impl WriteTx<'_> {
         );
     }
 
+    /// Stages the removal of the agent with `email` (any case).
+    pub fn delete_agent(&mut self, email: &str) {
+        self.batch
+            .remove(key(&["agt", self.org, &email.to_lowercase()]));
+    }
+
     /// Allocates the next agent id of the organization (1, 2, …).
     pub fn next_aid(&mut self) -> Result<u64, StoreError> {
         let aid = self.store.get_u64(&key(&["agc", self.org]))?.unwrap_or(0) + 1;

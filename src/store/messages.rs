@@ -53,6 +53,36 @@ impl Store {
         Ok(out)
     }
 
+    /// The messages of conversation `cid` of user `uid` (which started at
+    /// `started_ms`), oldest first.
+    pub fn conversation_messages(
+        &self,
+        org: &str,
+        uid: &str,
+        cid: &str,
+        started_ms: i64,
+    ) -> Result<Vec<Message>, StoreError> {
+        let prefix = format!("cnv/{org}/{uid}/");
+        let start = format!("{prefix}{:020}", started_ms.max(0));
+        let mut out = Vec::new();
+        for kv in self.inner.db.range(start.into_bytes()..) {
+            let (k, _) = kv?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let Some((_, mid)) = rest.split_once('/') else {
+                continue;
+            };
+            if let Some(m) = self.message(org, mid)? {
+                if m.cid.as_deref() == Some(cid) {
+                    out.push(m);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The channel state of user `uid` (JSON the channel defines; `null`
     /// when none was kept).
     pub fn channel_state(&self, org: &str, uid: &str) -> Result<serde_json::Value, StoreError> {

@@ -1,8 +1,8 @@
 //! The embedded store: the only code that imports sled.
 //!
 //! One [`Store`] type, its accessors split into files by record kind
-//! ([`orgs`], [`users`], [`bots`], [`messages`], [`events`], [`webhooks`],
-//! [`callbacks`], [`agents`]); encodings in [`codec`]; upgrades of data
+//! ([`orgs`], [`users`], [`bots`], [`messages`], [`conversations`],
+//! [`events`], [`webhooks`], [`callbacks`], [`agents`]); encodings in [`codec`]; upgrades of data
 //! written by earlier layouts in [`migrate`].
 //!
 //! Everything lives in one sled tree under organization-scoped key prefixes,
@@ -35,6 +35,10 @@
 //! | `tpl/{org}/{botID:020}` | [`TemplateCache`](crate::model::TemplateCache) JSON |
 //! | `cbq/{due ms:020}/{id}` | a [`CallbackJob`](crate::model::CallbackJob) due at that Unix ms |
 //! | `cbf/{id}` | a [`CallbackJob`](crate::model::CallbackJob) that exhausted its retries (dead letter) |
+//! | `cvo/{org}/{uid}` | the user's open [`Conversation`](crate::model::Conversation) JSON |
+//! | `cvn/{org}` | last close sequence of the organization, u64 big-endian |
+//! | `cvc/{org}/{close seq:020}` | a [`ClosedConversation`](crate::model::ClosedConversation) JSON, rows included |
+//! | `cvt/{org}/{closed ms:020}/{close seq:020}` | empty: closes by time (date filters) |
 //!
 //! Invariants: writes are serialised by one mutex held only around in-memory
 //! sled operations (never across an await), which makes each organization's
@@ -53,6 +57,7 @@ mod agents;
 mod bots;
 mod callbacks;
 mod codec;
+mod conversations;
 mod events;
 mod messages;
 mod migrate;
@@ -247,6 +252,7 @@ impl Store {
                 orgs_changed: false,
                 staged_users: HashMap::new(),
                 track_users: false,
+                closed_seq: None,
             };
             let out = f(&mut tx)?;
             let WriteTx {
@@ -322,6 +328,8 @@ pub struct WriteTx<'a> {
     /// ([`WriteTx::staged_user`]).
     staged_users: HashMap<String, crate::model::UserRecord>,
     track_users: bool,
+    /// The last close sequence this write assigned.
+    closed_seq: Option<u64>,
 }
 
 impl WriteTx<'_> {

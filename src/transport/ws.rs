@@ -159,7 +159,7 @@ async fn session(socket: WebSocket, app: AppState, _permit: ConnPermit) {
     // The futures below are boxed so that an idle session's own state stays
     // small: thousands of sockets each hold one (scenario M3).
     let end = match Box::pin(handshake(&mut s)).await {
-        Ok(org) => Box::pin(connected(s, org)).await,
+        Ok((org, events)) => Box::pin(connected(s, org, events)).await,
         Err(Some((code, reason))) => s.close(code, reason).await,
         Err(None) => "closed before connect",
     };
@@ -170,7 +170,7 @@ async fn session(socket: WebSocket, app: AppState, _permit: ConnPermit) {
 /// socket must be closed with that code, `Err(None)` when it is gone.
 async fn handshake(
     s: &mut Session,
-) -> Result<std::sync::Arc<crate::model::Org>, Option<(u16, &'static str)>> {
+) -> Result<(std::sync::Arc<crate::model::Org>, Vec<String>), Option<(u16, &'static str)>> {
     let deadline = Instant::now() + s.app.ctx.config.heartbeat_timeout();
     // Pings may come first; anything else that is not a `connect` object
     // gets 1019 (naming the cmd it carried), then the socket is closed.
@@ -186,14 +186,19 @@ async fn handshake(
             Ok(Incoming::Closed) => return Err(None),
             Ok(Incoming::Binary) => break Err(String::new()),
             Ok(Incoming::Text(text)) => match Envelope::parse(text.as_bytes()) {
-                Ok(env) if env.cmd == "connect" => break Ok(env.token.map(Cow::into_owned)),
+                Ok(env) if env.cmd == "connect" => {
+                    break Ok((
+                        env.token.clone().map(Cow::into_owned),
+                        cmd::connect_events(&env),
+                    ))
+                }
                 Ok(env) => break Err(env.cmd.into_owned()),
                 Err(_) => break Err(String::new()),
             },
         }
     };
-    let token = match named {
-        Ok(token) => token,
+    let (token, events) = match named {
+        Ok(t) => t,
         Err(cmd) => {
             let e = ApiError::new(
                 ErrorCode::ConnectExpected,
@@ -223,12 +228,23 @@ async fn handshake(
             return Err(Some((CLOSE_POLICY, reason)));
         }
     };
+    let events = match events {
+        Ok(e) => e,
+        Err(e) => {
+            s.error("connect", &e).await.map_err(|_| None)?;
+            return Err(Some((CLOSE_POLICY, "invalid events")));
+        }
+    };
     tracing::Span::current().record("org", org.id.as_str());
-    Ok(org)
+    Ok((org, events))
 }
 
 /// The connected loop: commands in, replies and events out.
-async fn connected(mut s: Session, org: std::sync::Arc<crate::model::Org>) -> End {
+async fn connected(
+    mut s: Session,
+    org: std::sync::Arc<crate::model::Org>,
+    opt_in: Vec<String>,
+) -> End {
     let ctx = s.app.ctx.clone();
     // Subscribe before acknowledging, so that no event falls in between.
     let mut events = ctx.bus.subscribe(&org.id);
@@ -289,6 +305,8 @@ async fn connected(mut s: Session, org: std::sync::Arc<crate::model::Org>) -> En
                 }
             }
             ev = events.recv() => match ev {
+                // Opt-in extension events go only to sockets that asked.
+                Ok(ev) if !crate::events::wanted(&ev.json, &opt_in) => {}
                 Ok(ev) => {
                     let text = Utf8Bytes::try_from(ev.json).expect("events are UTF-8 JSON");
                     if let Err(end) = s.send(Message::Text(text)).await {
