@@ -60,7 +60,7 @@ impl GetConversationsFlat {
         }
         let after = match f.opt_str("cursor", ErrorCode::InvalidJson)? {
             None => None,
-            Some(c) if c.is_empty() => None,
+            Some("") => None,
             Some(c) => Some(c.parse::<u64>().map_err(|_| {
                 ApiError::new(
                     ErrorCode::InvalidJson,
