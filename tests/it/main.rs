@@ -5,6 +5,7 @@ mod helpers;
 
 mod bench_smoke;
 mod commands;
+mod conversations;
 mod events;
 mod lifecycle;
 mod limits;

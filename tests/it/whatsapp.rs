@@ -35,7 +35,12 @@ pub(crate) fn text_webhook(wamid: &str, body: &str, context: Option<&str>) -> Va
 }
 
 /// The same, from the WhatsApp user `from`.
-fn text_webhook_from(from: &str, wamid: &str, body: &str, context: Option<&str>) -> Value {
+pub(crate) fn text_webhook_from(
+    from: &str,
+    wamid: &str,
+    body: &str,
+    context: Option<&str>,
+) -> Value {
     let mut msg = json!({
         "from": from,
         "id": wamid,
