@@ -21,6 +21,10 @@
 //!   (`MessageSid`) from one of 64 numbers, applied durably before its 200;
 //!   inbound messages per flush from `/metrics`. With `--target bare`, the
 //!   same form posts to the bare echo.
+//! - `m8`: conversation history: seeds `--conversations` closed
+//!   conversations of 10 inbound SMS each and 1,000 open ones, then times
+//!   `GetConversationsFlat` pages of 1,000 conversations (following
+//!   `nextCursor`) and `GetOpenConversations`; reply sizes in bytes.
 //!
 //! ```sh
 //! cargo run --release --example loadgen -- --scenario m1 --addr 127.0.0.1:8080 --token <token>
@@ -51,6 +55,7 @@ pub enum Scenario {
     M5,
     M6,
     M7,
+    M8,
 }
 
 /// What is being measured.
@@ -98,10 +103,13 @@ pub struct Opts {
     /// Directory whose disk's fsync rate is the m5 baseline.
     #[arg(long)]
     pub fsync_dir: Option<std::path::PathBuf>,
-    /// The gateway's `public_base_url` (m7 signs over it); default
+    /// The gateway's `public_base_url` (m7 and m8 sign over it); default
     /// `http://<addr>`.
     #[arg(long)]
     pub public_base_url: Option<String>,
+    /// Closed conversations to seed (m8).
+    #[arg(long, default_value_t = 10_000)]
+    pub conversations: usize,
 }
 
 /// The figures of one run, printed as one JSON line.
@@ -877,6 +885,159 @@ async fn m7(o: &Opts) -> Result<Report, String> {
     Ok(totals.report(o, extra))
 }
 
+/// Posts one signed inbound SMS from `from` with `body` to the M7/M8 bot.
+async fn post_sms(
+    conn: &mut HttpConn,
+    url: &str,
+    path: &str,
+    sid: &str,
+    from: &str,
+    body: &str,
+) -> Result<u16, String> {
+    let params: Vec<(String, String)> = [
+        ("MessageSid", sid),
+        ("SmsSid", sid),
+        ("SmsStatus", "received"),
+        ("NumMedia", "0"),
+        ("Body", body),
+        ("To", "+15557122661"),
+        ("AccountSid", "ACbench0000000000000000000000000000"),
+        ("From", from),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let sig = twilio_signature(url, &params);
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&params)
+        .finish();
+    let headers = [
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("x-twilio-signature", sig.as_str()),
+    ];
+    conn.post_with(path, &headers, Bytes::from(form))
+        .await
+        .map(|(status, _)| status)
+}
+
+async fn m8(o: &Opts) -> Result<Report, String> {
+    if o.target != Target::Gateway {
+        return Err("m8 runs against the gateway only".into());
+    }
+    let r = command(
+        &o.addr,
+        &o.token,
+        json!({"cmd": "CreateBot", "botID": SMS_BOT, "kind": "sms",
+            "account_sid": "ACbench0000000000000000000000000000",
+            "auth_token": SMS_AUTH_TOKEN, "from": "+15557122661"}),
+    )
+    .await?;
+    if r["ok"] != 1 {
+        return Err(format!("cannot create the SMS bot: {r}"));
+    }
+    let path = format!("/channels/sms/{SMS_BOT}");
+    let base = o
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", o.addr));
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    // Seed: closed conversations of 10 messages, then 1,000 open ones.
+    let closed = o.conversations;
+    let workers = 64.min(closed.max(1));
+    let mut seeders = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let (addr, token, url, path) = (o.addr.clone(), o.token.clone(), url.clone(), path.clone());
+        seeders.spawn(async move {
+            let mut conn = HttpConn::open(&addr).await?;
+            for i in (w..closed + 1000).step_by(workers) {
+                // 415-2xx-xxxx: valid NANP numbers for every i below 8,000,000.
+                let from = format!("+1415{}", 2_000_000 + i);
+                let n = if i < closed { 10 } else { 1 };
+                for k in 0..n {
+                    let sid = format!("SM{i:016x}{k:016x}");
+                    let status =
+                        post_sms(&mut conn, &url, &path, &sid, &from, "Where is my order?").await?;
+                    if status != 200 {
+                        return Err(format!("seeding: HTTP {status}"));
+                    }
+                }
+                if i < closed {
+                    let body = json!({"token": token, "cmd": "CloseConversation",
+                        "uid": format!("{SMS_BOT}-cms-1415{}", 2_000_000 + i)});
+                    let (status, reply) = conn.post("/api", Bytes::from(body.to_string())).await?;
+                    if status != 200 {
+                        return Err(format!("closing: {}", String::from_utf8_lossy(&reply)));
+                    }
+                }
+            }
+            Ok::<_, String>(())
+        });
+    }
+    while let Some(r) = seeders.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    // Measure: pages of GetConversationsFlat (following nextCursor, from the
+    // start again at the end), and GetOpenConversations.
+    let mut conn = HttpConn::open(&o.addr).await?;
+    let (mut flat, mut open) = (histogram(), histogram());
+    let (mut flat_bytes, mut open_bytes) = (0usize, 0usize);
+    let (mut ops, mut errors) = (0u64, 0u64);
+    let mut cursor: Option<String> = None;
+    let warm_until = Instant::now() + Duration::from_secs_f64(o.warmup);
+    let until = warm_until + Duration::from_secs_f64(o.duration);
+    while Instant::now() < until {
+        let mut body = json!({"token": o.token, "cmd": "GetConversationsFlat"});
+        if let Some(c) = &cursor {
+            body["cursor"] = json!(c);
+        }
+        let t0 = Instant::now();
+        let (status, reply) = conn.post("/api", Bytes::from(body.to_string())).await?;
+        let took = t0.elapsed();
+        let v: Value = serde_json::from_slice(&reply).map_err(|e| e.to_string())?;
+        let rows = v["data"].as_array().map_or(0, Vec::len);
+        cursor = if rows == 0 {
+            None
+        } else {
+            v["nextCursor"].as_str().map(str::to_string)
+        };
+        if t0 < warm_until {
+            continue;
+        }
+        if status != 200 {
+            errors += 1;
+            continue;
+        }
+        if rows > 0 {
+            ops += 1;
+            let _ = flat.record(took.as_micros().max(1) as u64);
+            flat_bytes = flat_bytes.max(reply.len());
+        }
+        let t1 = Instant::now();
+        let body = json!({"token": o.token, "cmd": "GetOpenConversations"});
+        let (status, reply) = conn.post("/api", Bytes::from(body.to_string())).await?;
+        if status == 200 {
+            let _ = open.record(t1.elapsed().as_micros().max(1) as u64);
+            open_bytes = reply.len();
+        } else {
+            errors += 1;
+        }
+    }
+    let totals = Totals {
+        hist: flat,
+        ops,
+        errors,
+        elapsed: Duration::from_secs_f64(o.duration),
+    };
+    let mut extra = serde_json::Map::new();
+    extra.insert("closed_conversations".into(), json!(closed));
+    extra.insert("flat_page_bytes".into(), json!(flat_bytes));
+    extra.insert("open_p50_us".into(), json!(open.value_at_quantile(0.5)));
+    extra.insert("open_p99_us".into(), json!(open.value_at_quantile(0.99)));
+    extra.insert("open_reply_bytes".into(), json!(open_bytes));
+    Ok(totals.report(o, extra))
+}
+
 /// A receiver that answers 200 once `gate` opens, counting deliveries.
 struct Receiver {
     addr: std::net::SocketAddr,
@@ -1038,6 +1199,7 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
         Scenario::M5 => m5(o).await,
         Scenario::M6 => m6(o).await,
         Scenario::M7 => m7(o).await,
+        Scenario::M8 => m8(o).await,
     }
 }
 

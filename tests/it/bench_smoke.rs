@@ -31,6 +31,7 @@ fn opts(scenario: Scenario, target: Target, addr: String, token: &str, connectio
         events: 40,
         fsync_dir: None,
         public_base_url: None,
+        conversations: 20,
     }
 }
 
@@ -218,4 +219,31 @@ async fn m7_signed_inbound_sms_are_applied_and_share_flushes() {
         .await
         .unwrap();
     assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m8_conversation_pages_are_timed() {
+    let gw = spawn_with(|c| {
+        c.rate_limit = 0;
+        c.phone_rate_limit = 0;
+        c.public_base_url = Some("https://gw.bench.test".into());
+    })
+    .await;
+    let mut o = opts(
+        Scenario::M8,
+        Target::Gateway,
+        gw.gw().addr.to_string(),
+        &gw.token,
+        1,
+    );
+    o.public_base_url = Some("https://gw.bench.test".into());
+    let r = loadgen::run(&o).await.unwrap();
+    assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+    assert!(r.extra["flat_page_bytes"].as_u64().unwrap() > 0, "{r:?}");
+    let (_, open) = gw.cmd("GetOpenConversations", serde_json::json!({})).await;
+    assert_eq!(
+        open["data"].as_array().unwrap().len(),
+        1000,
+        "1,000 open conversations seeded"
+    );
 }
