@@ -18,6 +18,15 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The actor of the events this caller causes: `api` with the key's id
+    /// (`default`: the organization's token), or `admin`.
+    pub fn actor(&self) -> crate::model::Actor {
+        match self {
+            Caller::Org(_) => crate::model::Actor::api("default"),
+            Caller::Admin => crate::model::Actor::admin(),
+        }
+    }
+
     /// The organization id, or `None` for the admin.
     pub fn org_id(&self) -> Option<&str> {
         match self {

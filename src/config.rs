@@ -92,6 +92,12 @@ pub struct Config {
     /// Telegram: messages per second per bot (the Bot API's flood limit);
     /// over it: 2009. 0 disables. Default 30.
     pub telegram_rate_limit: u32,
+    /// Seconds events are kept in each organization's log for resume and
+    /// `GetEvents` (never trimmed past what a webhook still has to
+    /// deliver). Default 604800 (7 days).
+    pub event_retention: f64,
+    /// Most events kept per organization. Default 1,000,000.
+    pub event_retention_count: u64,
     /// Seconds without a message after which an open conversation closes
     /// (`onUserConversation`); 0 = never. Default 86400.
     pub conversation_idle_timeout: f64,
@@ -167,6 +173,8 @@ impl Default for Config {
             telegram_rate_limit: 30,
             template_refresh: 3600.0,
             conversation_idle_timeout: 86400.0,
+            event_retention: 604_800.0,
+            event_retention_count: 1_000_000,
             bots: Vec::new(),
         }
     }
@@ -275,6 +283,12 @@ pub struct ServeArgs {
     /// Telegram messages per second per bot, 0 = unlimited [default: 30].
     #[arg(long, env = "CONVGATE_TELEGRAM_RATE_LIMIT")]
     pub telegram_rate_limit: Option<u32>,
+    /// Seconds events are kept for resume and GetEvents [default: 604800].
+    #[arg(long, env = "CONVGATE_EVENT_RETENTION")]
+    pub event_retention: Option<f64>,
+    /// Most events kept per organization [default: 1000000].
+    #[arg(long, env = "CONVGATE_EVENT_RETENTION_COUNT")]
+    pub event_retention_count: Option<u64>,
     /// Seconds without a message before a conversation closes, 0 = never [default: 86400].
     #[arg(long, env = "CONVGATE_CONVERSATION_IDLE_TIMEOUT")]
     pub conversation_idle_timeout: Option<f64>,
@@ -318,7 +332,8 @@ impl Config {
             max_message_bytes, max_body_bytes, max_connections, socket_queue, write_timeout,
             rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
             webhook_concurrency, webhook_secret_overlap, graph_base_url, phone_rate_limit,
-            send_rate_limit, telegram_rate_limit, template_refresh, conversation_idle_timeout;
+            send_rate_limit, telegram_rate_limit, template_refresh, conversation_idle_timeout,
+            event_retention, event_retention_count;
             tls_cert, tls_key, admin_token, bootstrap_token, secrets_key, public_base_url);
         // The old environment names, when the new ones are not given.
         let old = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
@@ -383,6 +398,9 @@ impl Config {
                 .any(|d| !d.is_finite() || *d < 0.0)
         {
             return bad("provider_timeout and template_refresh must be positive, provider_retry_schedule delays >= 0");
+        }
+        if !positive(self.event_retention) || self.event_retention_count == 0 {
+            return bad("event_retention and event_retention_count must be positive");
         }
         if !self.conversation_idle_timeout.is_finite() || self.conversation_idle_timeout < 0.0 {
             return bad("conversation_idle_timeout must be seconds >= 0 (0 = never)");

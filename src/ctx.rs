@@ -39,6 +39,8 @@ pub struct Ctx {
     pub idempotency: Idempotency,
     /// The rate limits.
     pub limits: Arc<Limits>,
+    /// Cancelled when the server shuts down (long polls end early).
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// Hex SHA-256 of `config.admin_token`, computed once.
     admin_sha256: Option<Arc<str>>,
 }
@@ -53,8 +55,10 @@ impl Ctx {
         callbacks: Callbacks,
         sealer: Sealer,
         config: Arc<Config>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> Ctx {
         Ctx {
+            shutdown,
             store,
             bus,
             deliveries,

@@ -83,6 +83,9 @@ pub enum ErrorCode {
     /// 2009 Too busy to send more messages (reference: "WhatsApp too busy
     /// to send more messages"; also a provider's flood limit, e.g. Telegram).
     ProviderBusy = 2009,
+    /// 4100 (extension; 4100–4199 are convgate's own): the events asked for
+    /// are no longer in the log, or the epoch differs — re-read state.
+    CannotResume = 4100,
     /// 3000 No WhatsApp Templates exist for this ChatBot.
     NoTemplates = 3000,
     /// 3001 No WhatsApp template exists for this name and language.

@@ -370,3 +370,69 @@ pub struct Delivery {
     #[serde(rename = "queuedMs")]
     pub queued_ms: i64,
 }
+
+/// Who caused an event (extension `actor` of every event): `type` is `api`
+/// (an API token or key, by its id — `default` for the organization's
+/// token, never the token), `agent` (an email), `channel` (a provider's
+/// webhook, by `botID`), `route` (a route name), `system` (the
+/// maintenance tasks, webhook bookkeeping) or `admin` (the instance admin
+/// token). A CRM drops events whose actor is itself to avoid echo loops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Actor {
+    /// api, agent, channel, route, system or admin.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The key's id, the agent's email, the botID, the route's name; `null`
+    /// for system and admin.
+    pub id: Option<String>,
+}
+
+impl Actor {
+    /// The maintenance tasks and other internal work.
+    pub fn system() -> Actor {
+        Actor {
+            kind: "system",
+            id: None,
+        }
+    }
+
+    /// An API token or key, by its id.
+    pub fn api(key_id: &str) -> Actor {
+        Actor {
+            kind: "api",
+            id: Some(key_id.to_string()),
+        }
+    }
+
+    /// The instance admin token.
+    pub fn admin() -> Actor {
+        Actor {
+            kind: "admin",
+            id: None,
+        }
+    }
+
+    /// A provider's webhook into bot `bot_id`.
+    pub fn channel(bot_id: u64) -> Actor {
+        Actor {
+            kind: "channel",
+            id: Some(bot_id.to_string()),
+        }
+    }
+
+    /// An agent, by email.
+    pub fn agent(email: &str) -> Actor {
+        Actor {
+            kind: "agent",
+            id: Some(email.to_string()),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The actor of the work running in this task: every event a write of
+    /// this task emits carries it ([`crate::store::WriteTx::emit`]); unset:
+    /// [`Actor::system`]. Set where work enters (a command, a provider
+    /// webhook), so that no handler has to pass it along.
+    pub static ACTOR: Actor;
+}

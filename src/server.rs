@@ -100,7 +100,15 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
     let sealer = crate::secrets::Sealer::new(config.secrets_key.as_ref())
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let callbacks = Callbacks::new(store.clone(), sealer.clone(), config.clone());
-    let ctx = Ctx::new(store, bus, deliveries, callbacks, sealer, config.clone());
+    let ctx = Ctx::new(
+        store,
+        bus,
+        deliveries,
+        callbacks,
+        sealer,
+        config.clone(),
+        shutdown.clone(),
+    );
     let bootstrap_token = crate::bootstrap::bootstrap(&ctx).await?;
     crate::bootstrap::apply_config_bots(&ctx)
         .await

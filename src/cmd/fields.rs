@@ -219,3 +219,24 @@ pub(crate) fn opt_in_events(f: &Fields) -> Result<Vec<String>, ApiError> {
 pub fn connect_events(env: &super::Envelope<'_>) -> Result<Vec<String>, ApiError> {
     opt_in_events(&env.fields())
 }
+
+/// Where a `connect` asks to resume from (extension `resume`:
+/// `{"epoch":…,"seq":N}`). Errors: 1017 not an object with a string
+/// `epoch` and a non-negative integer `seq`.
+pub fn connect_resume(env: &super::Envelope<'_>) -> Result<Option<(String, u64)>, ApiError> {
+    let bad = || {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            "resume must be {\"epoch\":\"…\",\"seq\":N} from an earlier connected or event",
+        )
+    };
+    match env.fields().value("resume") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => {
+            let epoch = o.get("epoch").and_then(Value::as_str).ok_or_else(bad)?;
+            let seq = o.get("seq").and_then(Value::as_u64).ok_or_else(bad)?;
+            Ok(Some((epoch.to_string(), seq)))
+        }
+        Some(_) => Err(bad()),
+    }
+}

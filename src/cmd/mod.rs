@@ -26,6 +26,7 @@ mod get_bots;
 mod get_conversation;
 mod get_conversations_flat;
 mod get_deliveries;
+mod get_events;
 mod get_message_details;
 mod get_open_conversations;
 mod get_user;
@@ -66,13 +67,14 @@ pub use disable_api::DisableApi;
 pub use enable_api::EnableApi;
 pub use envelope::Envelope;
 pub(crate) use envelope::Fields;
-pub use fields::connect_events;
 pub(crate) use fields::SendOptions;
+pub use fields::{connect_events, connect_resume};
 pub use get_agents::GetAgents;
 pub use get_bots::GetBots;
 pub use get_conversation::GetConversation;
 pub use get_conversations_flat::GetConversationsFlat;
 pub use get_deliveries::GetDeliveries;
+pub use get_events::{cannot_resume, GetEvents};
 pub use get_message_details::GetMessageDetails;
 pub use get_open_conversations::GetOpenConversations;
 pub use get_user::GetUser;
@@ -178,6 +180,8 @@ pub enum Command {
     CreateAgent(CreateAgent),
     /// `GetAgents` (extension).
     GetAgents(GetAgents),
+    /// `GetEvents` (extension: polling the event log).
+    GetEvents(GetEvents),
     /// `GetOpenConversations` (reference, conversations).
     GetOpenConversations(GetOpenConversations),
     /// `GetConversationsFlat` (reference, conversations).
@@ -236,6 +240,7 @@ impl Command {
             "GetConversation" => Command::GetConversation(GetConversation::parse(&f)?),
             "CreateAgent" => Command::CreateAgent(CreateAgent::parse(&f)?),
             "GetAgents" => Command::GetAgents(GetAgents),
+            "GetEvents" => Command::GetEvents(GetEvents::parse(&f)?),
             "GetOpenConversations" => {
                 Command::GetOpenConversations(GetOpenConversations::parse(&f)?)
             }
@@ -295,6 +300,7 @@ impl Command {
             Command::GetConversation(_) => "GetConversation",
             Command::CreateAgent(_) => "CreateAgent",
             Command::GetAgents(_) => "GetAgents",
+            Command::GetEvents(_) => "GetEvents",
             Command::GetOpenConversations(_) => "GetOpenConversations",
             Command::GetConversationsFlat(_) => "GetConversationsFlat",
             Command::DeleteAgent(_) => "DeleteAgent",
@@ -386,6 +392,7 @@ impl Command {
             Command::GetConversation(c) => c.apply(ctx, needs_org()?),
             Command::CreateAgent(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::GetAgents(c) => c.apply(ctx, needs_org()?),
+            Command::GetEvents(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::GetOpenConversations(c) => c.apply(ctx, needs_org()?),
             Command::GetConversationsFlat(c) => c.apply(ctx, needs_org()?),
             Command::DeleteAgent(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
@@ -429,7 +436,12 @@ pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
         }
     }
     let result = match parsed {
-        Ok(cmd) => cmd.apply(ctx, caller).await,
+        // Events this command causes name its caller as their actor.
+        Ok(cmd) => {
+            crate::model::ACTOR
+                .scope(caller.actor(), cmd.apply(ctx, caller))
+                .await
+        }
         Err(e) => Err(e),
     };
     let mut reply = match result {

@@ -20,7 +20,9 @@
 //! | `usr/{org}/{uid}` | [`UserRecord`](crate::model::UserRecord): `0x01`, u32 BE length, the user's JSON, the tags' JSON (older records: one JSON object) |
 //! | `dat/{org}/{uid}` | custom user data (`SetUserData`) JSON |
 //! | `tag/{org}/{lowercase name}` | [`Tag`](crate::model::Tag) JSON |
-//! | `evt/{org}/{seq:020}` | the event JSON, as sent |
+//! | `evt/{org}/{seq:020}` | the event JSON, as sent (`cmd` first) |
+//! | `epo/{org}` | the log's epoch: 16 hex characters, made with the log |
+//! | `old/{org}` | the oldest retained `seq` (absent: 1), u64 big-endian |
 //! | `eid/{org}/{eventId}` | the event's `seq`, u64 big-endian |
 //! | `whk/{org}` | [`Webhook`](crate::model::Webhook) JSON |
 //! | `dcur/{org}` | last `seq` queued for webhook delivery, u64 big-endian |
@@ -109,6 +111,10 @@ struct Inner {
     flush_tx: mpsc::UnboundedSender<Pending>,
     flushes: AtomicU64,
     flushed_writes: AtomicU64,
+    /// The last durable `seq` of each organization written since open (an
+    /// organization absent here has had no write since: all of its log is
+    /// durable). Replays and polls read the log only up to it.
+    durable: RwLock<HashMap<String, u64>>,
     /// Organizations by token hash, as read: every command authenticates,
     /// so this spares two reads and a decode per command. Emptied by every
     /// write that changes an organization or a token.
@@ -164,6 +170,7 @@ impl Store {
             flushes: AtomicU64::new(0),
             flushed_writes: AtomicU64::new(0),
             orgs_by_token: RwLock::default(),
+            durable: RwLock::default(),
         });
         // The flusher holds no strong reference: when the last handle drops,
         // sled closes and releases the data dir's lock at once.
@@ -264,6 +271,23 @@ impl Store {
             } = tx;
             if let Some(seq) = last_seq {
                 batch.insert(key(&["seq", org]), &seq.to_be_bytes());
+                // The first write of an organization since open: what its
+                // log held before is durable.
+                let known = self
+                    .inner
+                    .durable
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(org);
+                if !known {
+                    let before = self.last_seq(org)?;
+                    self.inner
+                        .durable
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(org.to_string())
+                        .or_insert(before);
+                }
             }
             self.inner.db.apply_batch(batch).map_err(StoreError::from)?;
             if orgs_changed {
@@ -379,6 +403,13 @@ async fn flusher(
             tracing::error!(error = %e, batches = group.len(), "group flush failed");
         } else {
             tracing::trace!(batches = group.len(), "group flush");
+        }
+        if let (Ok(()), Some(inner)) = (&res, inner.upgrade()) {
+            let mut durable = inner.durable.write().unwrap_or_else(|p| p.into_inner());
+            for ev in group.iter().flat_map(|p| &p.events) {
+                let d = durable.entry(ev.org.clone()).or_default();
+                *d = (*d).max(ev.seq);
+            }
         }
         for p in group.drain(..) {
             if res.is_ok() {

@@ -67,6 +67,10 @@ impl Store {
             tx.put_org(org);
             tx.batch
                 .insert(key(&["tok", &org.token_sha256]), org.id.as_bytes());
+            tx.batch.insert(
+                key(&["epo", &org.id]),
+                super::events::new_epoch().as_bytes(),
+            );
             Ok::<_, StoreError>(())
         })
         .await

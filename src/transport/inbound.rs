@@ -96,7 +96,11 @@ pub async fn notify(
         Ok(events) => events,
         Err(r) => return reply(r),
     };
-    match crate::messages::apply_inbound(ctx, &org, &bot, &*channel, &events).await {
+    let apply = crate::messages::apply_inbound(ctx, &org, &bot, &*channel, &events);
+    match crate::model::ACTOR
+        .scope(crate::model::Actor::channel(bot_id), apply)
+        .await
+    {
         Ok(a) => {
             tracing::debug!(bot = bot_id, ?a, "provider webhook applied");
             reply(channel.accepted())

@@ -159,7 +159,7 @@ async fn session(socket: WebSocket, app: AppState, _permit: ConnPermit) {
     // The futures below are boxed so that an idle session's own state stays
     // small: thousands of sockets each hold one (scenario M3).
     let end = match Box::pin(handshake(&mut s)).await {
-        Ok((org, events)) => Box::pin(connected(s, org, events)).await,
+        Ok((org, (events, resume))) => Box::pin(connected(s, org, events, resume)).await,
         Err(Some((code, reason))) => s.close(code, reason).await,
         Err(None) => "closed before connect",
     };
@@ -170,7 +170,7 @@ async fn session(socket: WebSocket, app: AppState, _permit: ConnPermit) {
 /// socket must be closed with that code, `Err(None)` when it is gone.
 async fn handshake(
     s: &mut Session,
-) -> Result<(std::sync::Arc<crate::model::Org>, Vec<String>), Option<(u16, &'static str)>> {
+) -> Result<(std::sync::Arc<crate::model::Org>, Asks), Option<(u16, &'static str)>> {
     let deadline = Instant::now() + s.app.ctx.config.heartbeat_timeout();
     // Pings may come first; anything else that is not a `connect` object
     // gets 1019 (naming the cmd it carried), then the socket is closed.
@@ -187,17 +187,16 @@ async fn handshake(
             Ok(Incoming::Binary) => break Err(String::new()),
             Ok(Incoming::Text(text)) => match Envelope::parse(text.as_bytes()) {
                 Ok(env) if env.cmd == "connect" => {
-                    break Ok((
-                        env.token.clone().map(Cow::into_owned),
-                        cmd::connect_events(&env),
-                    ))
+                    let asks =
+                        cmd::connect_events(&env).and_then(|e| Ok((e, cmd::connect_resume(&env)?)));
+                    break Ok((env.token.clone().map(Cow::into_owned), asks));
                 }
                 Ok(env) => break Err(env.cmd.into_owned()),
                 Err(_) => break Err(String::new()),
             },
         }
     };
-    let (token, events) = match named {
+    let (token, asks) = match named {
         Ok(t) => t,
         Err(cmd) => {
             let e = ApiError::new(
@@ -228,30 +227,63 @@ async fn handshake(
             return Err(Some((CLOSE_POLICY, reason)));
         }
     };
-    let events = match events {
-        Ok(e) => e,
+    let asks = match asks {
+        Ok(a) => a,
         Err(e) => {
             s.error("connect", &e).await.map_err(|_| None)?;
-            return Err(Some((CLOSE_POLICY, "invalid events")));
+            return Err(Some((CLOSE_POLICY, "invalid connect")));
         }
     };
     tracing::Span::current().record("org", org.id.as_str());
-    Ok((org, events))
+    Ok((org, asks))
 }
+
+/// What a `connect` asks for besides the token: opt-in events, and where
+/// to resume from (`(epoch, seq)`).
+type Asks = (Vec<String>, Option<(String, u64)>);
 
 /// The connected loop: commands in, replies and events out.
 async fn connected(
     mut s: Session,
     org: std::sync::Arc<crate::model::Org>,
     opt_in: Vec<String>,
+    resume: Option<(String, u64)>,
 ) -> End {
     let ctx = s.app.ctx.clone();
-    // Subscribe before acknowledging, so that no event falls in between.
+    // Subscribe before acknowledging (and before reading the log), so that
+    // no event falls in between.
     let mut events = ctx.bus.subscribe(&org.id);
     let (_registration, kicks) = ctx.bus.register(&org.id, ctx.config.max_sockets_per_token);
-    if let Err(end) = s.reply(&Reply::ok("connected")).await {
+    let (epoch, durable) = match (ctx.store.epoch(&org.id), ctx.store.durable_seq(&org.id)) {
+        (Ok(e), Ok(d)) => (e, d),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot read the event log");
+            return s.close(CLOSE_GOING_AWAY, "store unavailable").await;
+        }
+    };
+    let hello =
+        Reply::ok("connected").with_data(serde_json::json!({"epoch": epoch, "seq": durable}));
+    if let Err(end) = s.reply(&hello).await {
         return end;
     }
+    // Live events up to `replayed` were sent from the log.
+    let replayed = match resume {
+        Some((their_epoch, from)) => match Box::pin(replay(
+            &mut s,
+            &org.id,
+            &their_epoch,
+            from,
+            &epoch,
+            durable,
+            &opt_in,
+        ))
+        .await
+        {
+            Ok(upto) => upto,
+            Err(end) => return end,
+        },
+        None => 0,
+    };
     // Shutdown reaches registered sockets through their kick cell; one that
     // registered after the kicks went out sees the token here.
     if s.app.shutdown.is_cancelled() {
@@ -305,8 +337,9 @@ async fn connected(
                 }
             }
             ev = events.recv() => match ev {
-                // Opt-in extension events go only to sockets that asked.
-                Ok(ev) if !crate::events::wanted(&ev.json, &opt_in) => {}
+                // Opt-in extension events go only to sockets that asked;
+                // events already replayed are not sent twice.
+                Ok(ev) if ev.seq <= replayed || !crate::events::wanted(&ev.json, &opt_in) => {}
                 Ok(ev) => {
                     let text = Utf8Bytes::try_from(ev.json).expect("events are UTF-8 JSON");
                     if let Err(end) = s.send(Message::Text(text)).await {
@@ -328,4 +361,64 @@ async fn connected(
             }
         }
     }
+}
+
+/// Replays the events of `org` after `from` up to `durable` (the log's last
+/// durable `seq` when the socket subscribed), then `resumed`; returns the
+/// last `seq` replayed. A resume the log cannot serve (another epoch, events
+/// no longer retained, a `seq` from the future) gets `resumed` with 4100
+/// and the socket goes on live. Opt-in events follow the subscription.
+async fn replay(
+    s: &mut Session,
+    org: &str,
+    their_epoch: &str,
+    from: u64,
+    epoch: &str,
+    durable: u64,
+    opt_in: &[String],
+) -> Result<u64, End> {
+    let store = s.app.ctx.store.clone();
+    let oldest = store.oldest_seq(org).unwrap_or(1);
+    let why = if their_epoch != epoch {
+        Some("the log's epoch changed")
+    } else if from + 1 < oldest {
+        Some("those events are no longer retained")
+    } else if from > durable {
+        Some("that seq is ahead of the log")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        let e = cmd::cannot_resume(why, epoch, oldest);
+        let reply = Reply::error("resumed", &e)
+            .with_data(serde_json::json!({"epoch": epoch, "oldestSeq": oldest}));
+        s.reply(&reply).await?;
+        return Ok(0);
+    }
+    let mut at = from;
+    while at < durable {
+        let batch = match store.events_after(org, at, 512) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "replay failed");
+                return Err("replay failed");
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        for ev in batch {
+            if ev.seq > durable {
+                break;
+            }
+            at = ev.seq;
+            if crate::events::wanted(&ev.json, opt_in) {
+                let text = Utf8Bytes::try_from(ev.json).expect("events are UTF-8 JSON");
+                s.send(Message::Text(text)).await?;
+            }
+        }
+    }
+    let done = Reply::ok("resumed").with_data(serde_json::json!({"from": from + 1, "to": durable}));
+    s.reply(&done).await?;
+    Ok(durable)
 }

@@ -429,7 +429,7 @@ async fn opt_in_events_reach_only_those_that_asked() {
     let mut live = gw.raw_socket().await;
     live.send(&json!({"cmd": "connect", "token": gw.token, "events": ["onMessage", "onConversationUpdate"]}))
         .await;
-    assert_eq!(live.recv().await, json!({"cmd": "connected", "ok": 1}));
+    assert_eq!(live.recv().await["cmd"], "connected");
     customer_says(&gw, "16505551234", "wamid.E1", "hello").await;
     let (s, r) = send_template(&gw, "16505551234", json!({"agentEmail": ANN})).await;
     assert_eq!(s, 200, "{r}");

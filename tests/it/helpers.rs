@@ -205,7 +205,11 @@ impl TestGateway {
         let mut ws = self.raw_socket().await;
         ws.send(&json!({"cmd": "connect", "token": token})).await;
         let reply = ws.recv().await;
-        assert_eq!(reply, json!({"cmd": "connected", "ok": 1}));
+        assert_eq!(
+            (reply["cmd"].clone(), reply["ok"].clone()),
+            (json!("connected"), json!(1)),
+            "{reply}"
+        );
         ws
     }
 
