@@ -443,7 +443,8 @@ async fn stop_disables_and_start_enables_with_2006_in_between() {
     let ev = ws.event().await;
     assert_eq!(
         ev,
-        json!({"cmd": "onUserDisable", "ok": 1, "uid": uid, "seq": ev["seq"], "eventId": ev["eventId"]})
+        json!({"cmd": "onUserDisable", "ok": 1, "uid": uid, "seq": ev["seq"], "eventId": ev["eventId"],
+            "actor": {"type": "channel", "id": BOT.to_string()}})
     );
     let (_, user) = gw.cmd("GetUser", json!({"uid": uid})).await;
     assert_eq!(user["data"]["disabled"], true);
