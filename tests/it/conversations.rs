@@ -188,6 +188,11 @@ async fn a_conversation_opens_is_assigned_transferred_noted_and_closed() {
     assert_eq!((s, r["data"]["cid"].clone()), (200, json!(cid)), "{r}");
     let ev = next_named(&mut crm, "onUserConversation").await;
     assert_eq!(ev["uid"], uid);
+    assert_eq!(
+        ev["actor"],
+        json!({"type": "api", "id": "default"}),
+        "closed by the token's command"
+    );
     let rows = ev["data"].as_array().unwrap();
     let shape: Vec<(String, String)> = rows
         .iter()
@@ -282,6 +287,11 @@ async fn idle_conversations_close_by_themselves_and_survive_a_restart() {
     let mut closed = Vec::new();
     while closed.len() < 2 && Instant::now() < deadline {
         let ev = next_named(&mut crm, "onUserConversation").await;
+        assert_eq!(
+            ev["actor"],
+            json!({"type": "system", "id": null}),
+            "closed by the idle task"
+        );
         closed.push(ev["uid"].as_str().unwrap().to_string());
     }
     closed.sort();

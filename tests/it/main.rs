@@ -10,6 +10,7 @@ mod events;
 mod lifecycle;
 mod limits;
 mod protocol;
+mod resume;
 mod session;
 mod sms;
 mod telegram;

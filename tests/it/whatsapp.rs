@@ -382,6 +382,11 @@ async fn an_inbound_message_creates_the_user_once_and_is_stored() {
     let uid = format!("{BOT}-wa3-{CUSTOMER}");
     assert_eq!(ev["data"]["uid"], uid);
     assert_eq!(ev["data"]["name"], "Sheena Nelson");
+    assert_eq!(
+        ev["actor"],
+        json!({"type": "channel", "id": BOT.to_string()}),
+        "caused by Meta's webhook"
+    );
     assert_eq!(ev["data"]["first_name"], "Sheena");
     assert_eq!(ev["data"]["phone"], "+16505551234");
     assert_eq!(ev["data"]["bot"], "WA3");
