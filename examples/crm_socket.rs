@@ -1,5 +1,10 @@
 //! A CRM-style socket client: connects, heartbeats every 60 s, prints every
-//! event, and reconnects with exponential backoff (1 s doubling to 60 s).
+//! event, and reconnects with exponential backoff (1 s doubling to 60 s),
+//! resuming where it left off so that no event is missed: it remembers the
+//! log's `epoch` and the last `seq` it handled, and connects with
+//! `"resume": {"epoch", "seq"}`. When the gateway cannot resume (4100: the
+//! events are gone or the log is another), it says so: a real CRM re-reads
+//! its users (`GetUsers`) there, then goes on live.
 //!
 //! Run against a local gateway:
 //! ```sh
@@ -23,12 +28,23 @@ enum End {
     Fatal(String),
 }
 
-async fn run_once(url: &str, token: &str) -> End {
+/// Where this client is in the organization's event log.
+#[derive(Default)]
+struct Position {
+    epoch: Option<String>,
+    seq: u64,
+}
+
+async fn run_once(url: &str, token: &str, pos: &mut Position) -> End {
     let (mut ws, _) = match tokio_tungstenite::connect_async(url).await {
         Ok(c) => c,
         Err(e) => return End::Retry(format!("connect failed: {e}")),
     };
-    let connect = json!({"cmd": "connect", "token": token}).to_string();
+    let mut connect = json!({"cmd": "connect", "token": token});
+    if let Some(epoch) = &pos.epoch {
+        connect["resume"] = json!({"epoch": epoch, "seq": pos.seq});
+    }
+    let connect = connect.to_string();
     if let Err(e) = ws.send(Message::Text(connect.into())).await {
         return End::Retry(format!("send failed: {e}"));
     }
@@ -46,7 +62,21 @@ async fn run_once(url: &str, token: &str) -> End {
                 Some(Ok(Message::Text(text))) => {
                     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                     match v["cmd"].as_str() {
-                        Some("connected") => eprintln!("connected"),
+                        Some("connected") => {
+                            eprintln!("connected at {}", v["data"]);
+                            if pos.epoch.is_none() {
+                                pos.epoch = v["data"]["epoch"].as_str().map(str::to_string);
+                                pos.seq = v["data"]["seq"].as_u64().unwrap_or(0);
+                            }
+                        }
+                        Some("resumed") if v["ok"] == 1 => eprintln!("resumed: {}", v["data"]),
+                        Some("resumed") => {
+                            // The missed events are gone: re-read state here
+                            // (GetUsers), then continue from where the log is.
+                            eprintln!("cannot resume ({}): re-reading state", v["error"]);
+                            pos.epoch = v["data"]["epoch"].as_str().map(str::to_string);
+                            pos.seq = v["data"]["oldestSeq"].as_u64().unwrap_or(1).saturating_sub(1);
+                        }
                         Some("heartbeat") => {}
                         Some(cmd) if v["ok"] == 0 => {
                             eprintln!("error on {cmd}: {} ({})", v["error"], v["errorCode"]);
@@ -54,7 +84,13 @@ async fn run_once(url: &str, token: &str) -> End {
                                 return End::Fatal("token refused".into());
                             }
                         }
-                        _ => println!("{text}"),
+                        _ => {
+                            println!("{text}");
+                            // Events carry their place in the log.
+                            if let Some(seq) = v["seq"].as_u64() {
+                                pos.seq = pos.seq.max(seq);
+                            }
+                        }
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -80,9 +116,10 @@ async fn main() {
         std::process::exit(2);
     };
     let mut backoff = Duration::from_secs(1);
+    let mut pos = Position::default();
     loop {
         let started = tokio::time::Instant::now();
-        match run_once(&url, &token).await {
+        match run_once(&url, &token, &mut pos).await {
             End::Fatal(why) => {
                 eprintln!("giving up: {why}");
                 std::process::exit(1);
