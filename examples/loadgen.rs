@@ -25,6 +25,10 @@
 //!   conversations of 10 inbound SMS each and 1,000 open ones, then times
 //!   `GetConversationsFlat` pages of 1,000 conversations (following
 //!   `nextCursor`) and `GetOpenConversations`; reply sizes in bytes.
+//! - `m9`: lossless events: a socket that missed `--events` events resumes
+//!   them (time from `connect` to `resumed`, events/s of the replay); then
+//!   rounds of 100 `GetEvents` long polls woken by one write: latency from
+//!   the write's acknowledgement to each poll's reply (p50/p99).
 //!
 //! ```sh
 //! cargo run --release --example loadgen -- --scenario m1 --addr 127.0.0.1:8080 --token <token>
@@ -56,6 +60,7 @@ pub enum Scenario {
     M6,
     M7,
     M8,
+    M9,
 }
 
 /// What is being measured.
@@ -1038,6 +1043,130 @@ async fn m8(o: &Opts) -> Result<Report, String> {
     Ok(totals.report(o, extra))
 }
 
+/// `SetUserNotes` from 64 connections until `n` events were made.
+async fn make_events(o: &Opts, n: usize) -> Result<(), String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..64usize {
+        let (addr, token) = (o.addr.clone(), o.token.clone());
+        tasks.spawn(async move {
+            let mut conn = HttpConn::open(&addr).await?;
+            for k in (w..n).step_by(64) {
+                let body = json!({"token": token, "cmd": "SetUserNotes", "uid": UID, "notes": format!("note {k}")});
+                let (status, reply) = conn.post("/api", Bytes::from(body.to_string())).await?;
+                if status != 200 {
+                    return Err(String::from_utf8_lossy(&reply).into_owned());
+                }
+            }
+            Ok::<_, String>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+async fn m9(o: &Opts) -> Result<Report, String> {
+    if o.target != Target::Gateway {
+        return Err("m9 runs against the gateway only".into());
+    }
+    prepare_gateway(o).await?;
+    let url = format!("ws://{}/ws", o.addr);
+    let text = |m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>| -> Result<Value, String> {
+        match m {
+            Some(Ok(Message::Text(t))) => serde_json::from_str(&t).map_err(|e| e.to_string()),
+            other => Err(format!("socket: {other:?}")),
+        }
+    };
+    // Where the log stands, then the events the socket will miss.
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .map_err(|e| e.to_string())?;
+    ws.send(Message::Text(
+        json!({"cmd": "connect", "token": o.token})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    let hello = text(ws.next().await)?;
+    drop(ws);
+    let epoch = hello["data"]["epoch"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let from = hello["data"]["seq"].as_u64().unwrap_or(0);
+    make_events(o, o.events).await?;
+    // The resume.
+    let t0 = Instant::now();
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let connect =
+        json!({"cmd": "connect", "token": o.token, "resume": {"epoch": epoch, "seq": from}});
+    ws.send(Message::Text(connect.to_string().into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut replayed = 0u64;
+    let last = loop {
+        let v = text(ws.next().await)?;
+        match v["cmd"].as_str() {
+            Some("resumed") if v["ok"] == 1 => break v["data"]["to"].as_u64().unwrap_or(from),
+            Some("resumed") => return Err(format!("resume refused: {v}")),
+            Some("connected") => {}
+            _ => replayed += 1,
+        }
+    };
+    let replay = t0.elapsed();
+    drop(ws);
+    // Long polls woken by one write, in rounds of 100 pollers.
+    let mut wake = histogram();
+    let mut after = last;
+    let until = Instant::now() + Duration::from_secs_f64(o.duration);
+    let mut rounds = 0;
+    while rounds < 3 || Instant::now() < until {
+        rounds += 1;
+        let mut pollers = Vec::with_capacity(100);
+        for _ in 0..100 {
+            let mut conn = HttpConn::open(&o.addr).await?;
+            let body = json!({"token": o.token, "cmd": "GetEvents", "after": after, "wait": 10});
+            pollers.push(tokio::spawn(async move {
+                let r = conn.post("/api", Bytes::from(body.to_string())).await;
+                (r, Instant::now())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let body = json!({"token": o.token, "cmd": "SetUserNotes", "uid": UID, "notes": format!("wake {rounds}")});
+        let mut conn = HttpConn::open(&o.addr).await?;
+        conn.post("/api", Bytes::from(body.to_string())).await?;
+        let acked = Instant::now();
+        for p in pollers {
+            let (r, at) = p.await.map_err(|e| e.to_string())?;
+            let (status, reply) = r?;
+            let v: Value = serde_json::from_slice(&reply).map_err(|e| e.to_string())?;
+            if status != 200 || v["data"].as_array().is_none_or(Vec::is_empty) {
+                return Err(format!("a long poll was not woken: {v}"));
+            }
+            let _ = wake.record(at.saturating_duration_since(acked).as_micros().max(1) as u64);
+        }
+        after += 1;
+    }
+    let totals = Totals {
+        hist: wake,
+        ops: replayed,
+        errors: 0,
+        elapsed: replay,
+    };
+    let mut extra = serde_json::Map::new();
+    extra.insert("replay_ms".into(), json!(replay.as_millis() as u64));
+    extra.insert(
+        "replay_events_per_s".into(),
+        json!((replayed as f64 / replay.as_secs_f64()).round()),
+    );
+    extra.insert("wake_rounds".into(), json!(rounds));
+    Ok(totals.report(o, extra))
+}
+
 /// A receiver that answers 200 once `gate` opens, counting deliveries.
 struct Receiver {
     addr: std::net::SocketAddr,
@@ -1200,6 +1329,7 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
         Scenario::M6 => m6(o).await,
         Scenario::M7 => m7(o).await,
         Scenario::M8 => m8(o).await,
+        Scenario::M9 => m9(o).await,
     }
 }
 

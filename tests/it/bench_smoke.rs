@@ -247,3 +247,19 @@ async fn m8_conversation_pages_are_timed() {
         "1,000 open conversations seeded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m9_resume_and_long_poll_wake_ups() {
+    let gw = bench_gateway().await;
+    let mut o = opts(
+        Scenario::M9,
+        Target::Gateway,
+        gw.gw().addr.to_string(),
+        &gw.token,
+        1,
+    );
+    o.events = 200;
+    let r = loadgen::run(&o).await.unwrap();
+    assert_eq!(r.operations, 200, "every missed event replayed: {r:?}");
+    assert!(r.extra["wake_rounds"].as_u64().unwrap() >= 3, "{r:?}");
+}
