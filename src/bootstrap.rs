@@ -8,15 +8,28 @@ use crate::store::StoreError;
 
 /// On first start (no organization yet), creates the organization `default`
 /// and returns its token: `bootstrap_token` when configured, else a new
-/// random one. Returns `None` when organizations exist already.
+/// random one. The organization is marked "untold" until the start that
+/// made it returns ([`told`]): if that start failed before the token was
+/// shown, the next start replaces the token (nobody can be using it) and
+/// returns the new one. Returns `None` when organizations exist already.
 pub async fn bootstrap(ctx: &Ctx) -> Result<Option<String>, StoreError> {
-    if !ctx.store.is_empty()? {
-        return Ok(None);
-    }
     let token = match &ctx.config.bootstrap_token {
         Some(t) => t.expose().to_string(),
         None => crate::auth::new_token(),
     };
+    if !ctx.store.is_empty()? {
+        let Some(org) = ctx.store.untold()? else {
+            return Ok(None);
+        };
+        tracing::warn!(
+            %org,
+            "the token made at the first start was never shown (that start failed): it is replaced, and the new one printed"
+        );
+        ctx.store
+            .replace_token(&org, &crate::auth::hash_token(&token))
+            .await?;
+        return Ok(Some(token));
+    }
     let org = Org {
         id: "default".into(),
         name: "default".into(),
@@ -25,7 +38,16 @@ pub async fn bootstrap(ctx: &Ctx) -> Result<Option<String>, StoreError> {
         disabled: false,
     };
     ctx.store.create_org(&org).await?;
+    ctx.store.mark_untold(&org.id).await?;
     Ok(Some(token))
+}
+
+/// The start that bootstrapped returned its token: the mark goes.
+pub async fn told(ctx: &Ctx) -> Result<(), StoreError> {
+    if ctx.store.untold()?.is_some() {
+        ctx.store.clear_untold().await?;
+    }
+    Ok(())
 }
 
 /// Creates or updates the `[[bots]]` of the config file, at start.

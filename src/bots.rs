@@ -169,6 +169,13 @@ pub async fn create_or_update(
                     name: name.unwrap_or(existing.name.clone()),
                     ..existing
                 },
+                None if tx.store().bots(org)?.len() >= ctx.config.max_bots_per_org => {
+                    return Err(ApiError::over_cap(
+                        "bots per organization",
+                        ctx.config.max_bots_per_org,
+                        "max_bots_per_org",
+                    ))
+                }
                 None => Bot {
                     id,
                     kind,

@@ -45,8 +45,44 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Largest POST body accepted, bytes; larger gets 413. Default 65536.
     pub max_body_bytes: usize,
-    /// Concurrent TCP connections served (HTTP and WebSocket). Default 20000.
+    /// Concurrent TCP connections served (HTTP and WebSocket). 0 (the
+    /// default): as many as the process's open-file limit allows with room
+    /// for the store and outbound HTTP, at most 20,000. A value that does
+    /// not fit the limit stops the start.
     pub max_connections: usize,
+    /// Concurrent connections from one IP address; 0 (default) = unlimited
+    /// (for deployments without a proxy in front).
+    pub max_connections_per_ip: usize,
+    /// Seconds a connection may take to send a request's line and headers,
+    /// from its first byte — or, for a new connection, from its accept.
+    /// Default 10.
+    pub header_read_timeout: f64,
+    /// Seconds a request's body may take to arrive. Default 30.
+    pub body_read_timeout: f64,
+    /// Seconds an idle keep-alive connection is kept. Default 60.
+    pub keepalive_timeout: f64,
+    /// Seconds a TLS handshake may take. Default 10.
+    pub tls_handshake_timeout: f64,
+    /// Seconds a WebSocket may take to send `connect` (close 4000). Default 10.
+    pub connect_timeout: f64,
+    /// Failed authentications (1000/1001) per second per client address,
+    /// with a burst of five times that; over it: 429 / close 1008. 0
+    /// disables. Default 20.
+    pub auth_failure_limit: u32,
+    /// Largest custom data of one user after a `SetUserData` merge, bytes
+    /// (1017 above it, nothing written). Default 65536.
+    pub max_user_data_bytes: usize,
+    /// Most tags set on one user. Default 100.
+    pub max_tags_per_user: usize,
+    /// Most tag definitions per organization. Default 1000.
+    pub max_tags_per_org: usize,
+    /// Most bots per organization. Default 100.
+    pub max_bots_per_org: usize,
+    /// Most agents per organization. Default 1000.
+    pub max_agents_per_org: usize,
+    /// `text` (default; ANSI colours only on a terminal) or `json` (one
+    /// JSON object per line, for log collectors).
+    pub log_format: String,
     /// Events queued for one socket before it is closed as too slow (4001). Default 1024.
     pub socket_queue: usize,
     /// Seconds a write to one socket may take before it is closed. Default 10.
@@ -152,7 +188,20 @@ impl Default for Config {
             max_sockets_per_token: 1,
             max_message_bytes: 64 * 1024,
             max_body_bytes: 64 * 1024,
-            max_connections: 20_000,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            header_read_timeout: 10.0,
+            body_read_timeout: 30.0,
+            keepalive_timeout: 60.0,
+            tls_handshake_timeout: 10.0,
+            connect_timeout: 10.0,
+            auth_failure_limit: 20,
+            max_user_data_bytes: 64 * 1024,
+            max_tags_per_user: 100,
+            max_tags_per_org: 1000,
+            max_bots_per_org: 100,
+            max_agents_per_org: 1000,
+            log_format: "text".into(),
             socket_queue: 1024,
             write_timeout: 10.0,
             rate_limit: 1000,
@@ -222,9 +271,48 @@ pub struct ServeArgs {
     /// Largest POST body, bytes [default: 65536].
     #[arg(long, env = "CONVGATE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// Concurrent connections [default: 20000].
+    /// Concurrent connections, 0 = what the file limit allows [default: 0].
     #[arg(long, env = "CONVGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Concurrent connections per IP address, 0 = unlimited [default: 0].
+    #[arg(long, env = "CONVGATE_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds for a request's line and headers [default: 10].
+    #[arg(long, env = "CONVGATE_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<f64>,
+    /// Seconds for a request's body [default: 30].
+    #[arg(long, env = "CONVGATE_BODY_READ_TIMEOUT")]
+    pub body_read_timeout: Option<f64>,
+    /// Seconds an idle keep-alive connection is kept [default: 60].
+    #[arg(long, env = "CONVGATE_KEEPALIVE_TIMEOUT")]
+    pub keepalive_timeout: Option<f64>,
+    /// Seconds for a TLS handshake [default: 10].
+    #[arg(long, env = "CONVGATE_TLS_HANDSHAKE_TIMEOUT")]
+    pub tls_handshake_timeout: Option<f64>,
+    /// Seconds for a WebSocket's connect [default: 10].
+    #[arg(long, env = "CONVGATE_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<f64>,
+    /// Failed authentications per second per address, 0 = unlimited [default: 20].
+    #[arg(long, env = "CONVGATE_AUTH_FAILURE_LIMIT")]
+    pub auth_failure_limit: Option<u32>,
+    /// Largest custom data per user, bytes [default: 65536].
+    #[arg(long, env = "CONVGATE_MAX_USER_DATA_BYTES")]
+    pub max_user_data_bytes: Option<usize>,
+    /// Most tags per user [default: 100].
+    #[arg(long, env = "CONVGATE_MAX_TAGS_PER_USER")]
+    pub max_tags_per_user: Option<usize>,
+    /// Most tag definitions per organization [default: 1000].
+    #[arg(long, env = "CONVGATE_MAX_TAGS_PER_ORG")]
+    pub max_tags_per_org: Option<usize>,
+    /// Most bots per organization [default: 100].
+    #[arg(long, env = "CONVGATE_MAX_BOTS_PER_ORG")]
+    pub max_bots_per_org: Option<usize>,
+    /// Most agents per organization [default: 1000].
+    #[arg(long, env = "CONVGATE_MAX_AGENTS_PER_ORG")]
+    pub max_agents_per_org: Option<usize>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "CONVGATE_LOG_FORMAT")]
+    pub log_format: Option<String>,
     /// Events queued per socket before closing it [default: 1024].
     #[arg(long, env = "CONVGATE_SOCKET_QUEUE")]
     pub socket_queue: Option<usize>,
@@ -330,6 +418,9 @@ impl Config {
         }
         overlay!(listen, data_dir, allow_plaintext, heartbeat_timeout, max_sockets_per_token,
             max_message_bytes, max_body_bytes, max_connections, socket_queue, write_timeout,
+            max_connections_per_ip, header_read_timeout, body_read_timeout, keepalive_timeout,
+            tls_handshake_timeout, connect_timeout, auth_failure_limit, max_user_data_bytes,
+            max_tags_per_user, max_tags_per_org, max_bots_per_org, max_agents_per_org, log_format,
             rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
             webhook_concurrency, webhook_secret_overlap, graph_base_url, phone_rate_limit,
             send_rate_limit, telegram_rate_limit, template_refresh, conversation_idle_timeout,
@@ -425,8 +516,23 @@ impl Config {
         if self.max_message_bytes < 64 || self.max_body_bytes < 64 {
             return bad("max_message_bytes and max_body_bytes must be at least 64");
         }
-        if self.max_connections == 0 || self.max_sockets_per_token == 0 || self.socket_queue == 0 {
-            return bad("max_connections, max_sockets_per_token and socket_queue must be positive");
+        if self.max_sockets_per_token == 0 || self.socket_queue == 0 {
+            return bad("max_sockets_per_token and socket_queue must be positive");
+        }
+        if ![
+            self.header_read_timeout,
+            self.body_read_timeout,
+            self.keepalive_timeout,
+            self.tls_handshake_timeout,
+            self.connect_timeout,
+        ]
+        .into_iter()
+        .all(positive)
+        {
+            return bad("header_read_timeout, body_read_timeout, keepalive_timeout, tls_handshake_timeout and connect_timeout must be positive seconds");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return bad("log_format must be text or json");
         }
         if let Some(t) = &self.bootstrap_token {
             if !is_token_shaped(t.expose()) {
@@ -446,6 +552,11 @@ impl Config {
     /// [`Config::heartbeat_timeout`] as a duration.
     pub fn heartbeat_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.heartbeat_timeout)
+    }
+
+    /// A duration of `secs` seconds (settings are validated positive).
+    pub fn secs(secs: f64) -> Duration {
+        Duration::from_secs_f64(secs)
     }
 
     /// [`Config::write_timeout`] as a duration.

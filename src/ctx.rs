@@ -66,11 +66,14 @@ impl Ctx {
             sealer,
             channels: Registry::builtin(&config),
             idempotency: Idempotency::default(),
-            limits: Arc::new(Limits::new(
-                config.rate_limit,
-                config.send_rate_limit,
-                config.phone_rate_limit,
-            )),
+            limits: Arc::new(
+                Limits::new(
+                    config.rate_limit,
+                    config.send_rate_limit,
+                    config.phone_rate_limit,
+                )
+                .with_auth_failures(config.auth_failure_limit),
+            ),
             admin_sha256: config
                 .admin_token
                 .as_ref()

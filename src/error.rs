@@ -140,6 +140,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// 1017 for a write over one of the configured storage caps: says which
+    /// limit (`setting`) and its value; nothing is written.
+    pub fn over_cap(what: &str, max: usize, setting: &str) -> ApiError {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("limit reached: at most {max} {what} ({setting}); nothing was written"),
+        )
+    }
+
     /// An error with `code` and the explanation `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {

@@ -60,6 +60,11 @@ impl<K: Hash + Eq + Clone> Limit<K> {
 
 /// The configured limits; `None` where a limit is 0 (off).
 pub struct Limits {
+    /// Failed authentications per client address (`auth_failure_limit`,
+    /// burst five times that).
+    auth: Option<Keyed<std::net::IpAddr>>,
+    /// Failed authentications since start (`/metrics`).
+    auth_failures: std::sync::atomic::AtomicU64,
     /// Commands per token (`rate_limit`).
     commands: Option<Limit<String>>,
     /// Messages per token (`send_rate_limit`, reference: 10/s).
@@ -73,10 +78,43 @@ impl Limits {
     /// messages per second per `phones` number; 0 turns one off.
     pub fn new(commands: u32, sends: u32, phones: u32) -> Limits {
         Limits {
+            auth: None,
+            auth_failures: Default::default(),
             commands: Limit::new(commands),
             sends: Limit::new(sends),
             phones: Limit::new(phones),
         }
+    }
+
+    /// These limits with at most `per_second` failed authentications per
+    /// second per client address (burst five times that); 0: unlimited.
+    pub fn with_auth_failures(mut self, per_second: u32) -> Limits {
+        self.auth = NonZeroU32::new(per_second).map(|n| {
+            let burst = n.saturating_mul(NonZeroU32::new(5).expect("5 > 0"));
+            RateLimiter::keyed(Quota::per_second(n).allow_burst(burst))
+                .with_middleware::<StateInformationMiddleware>()
+        });
+        self
+    }
+
+    /// Counts a failed authentication from `ip`. Errors: the wait until
+    /// that address may try again, when it failed too often.
+    pub fn auth_failed(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
+        self.auth_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match &self.auth {
+            None => Ok(()),
+            Some(l) => l
+                .check_key(&ip)
+                .map(|_| ())
+                .map_err(|n| n.wait_time_from(DefaultClock::default().now())),
+        }
+    }
+
+    /// Failed authentications since start.
+    pub fn auth_failures(&self) -> u64 {
+        self.auth_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes one command of organization `org`: the budget left (`None`
@@ -122,6 +160,9 @@ impl Limits {
         }
         if let Some(l) = &self.phones {
             l.limiter.retain_recent();
+        }
+        if let Some(l) = &self.auth {
+            l.retain_recent();
         }
     }
 }

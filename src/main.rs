@@ -29,10 +29,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let Command::Serve(args) = Cli::parse().command;
     let config = Config::load(args)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&config.log).context("invalid log filter")?)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_new(&config.log).context("invalid log filter")?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        // One JSON object per line, for log collectors.
+        logs.json().init();
+    } else {
+        // Colours only for a person at a terminal, never in files.
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     // Handlers first: a signal that arrives once we are serving must stop us gracefully.
     let shutdown = shutdown_signal()?;
     let gateway = convgate::server::start(config)

@@ -53,6 +53,20 @@ pub struct RateInfo {
     pub reset: i64,
 }
 
+/// Longest `error` message, in characters.
+pub const MAX_ERROR_CHARS: usize = 300;
+
+/// Longest piece of input an error reply echoes (`cmd`), in characters.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// `s` cut to `max` characters, with `…` when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
 impl Reply {
     /// `{"cmd":cmd,"ok":1}`.
     pub fn ok(cmd: &str) -> Reply {
@@ -71,11 +85,13 @@ impl Reply {
         }
     }
 
-    /// `{"cmd":cmd,"ok":0,"error":…,"errorCode":…}`.
+    /// `{"cmd":cmd,"ok":0,"error":…,"errorCode":…}`. The message and the
+    /// echoed `cmd` are cut to a short piece ([`MAX_ECHO_CHARS`]): an error
+    /// never repeats a large input back.
     pub fn error(cmd: &str, e: &ApiError) -> Reply {
         Reply {
             ok: 0,
-            error: Some(e.message.clone()),
+            error: Some(truncate(&e.message, MAX_ERROR_CHARS)),
             error_code: Some(e.code.as_u16()),
             extra: e
                 .fields
@@ -84,7 +100,7 @@ impl Reply {
                 .collect(),
             retry_after: e.retry_after,
             status: e.status,
-            ..Reply::ok(cmd)
+            ..Reply::ok(&truncate(cmd, MAX_ECHO_CHARS))
         }
     }
 

@@ -81,10 +81,17 @@ impl Gateway {
 /// organization on first start, binds `config.listen` and starts serving.
 pub async fn start(config: Config) -> Result<Gateway, ServerError> {
     let config = Arc::new(config);
+    // Everything that can fail on a bad setting or a taken port fails here,
+    // before the store is touched (a first start must not create an
+    // organization whose token nobody sees).
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
     };
+    let max_connections = crate::transport::conn::connection_budget(config.max_connections)
+        .map_err(ServerError::Config)?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
     let bus = Bus::new(config.socket_queue);
     let publisher = bus.clone();
     let store = Store::open(&config.data_dir, Arc::new(move |ev| publisher.publish(ev)))?;
@@ -113,8 +120,6 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
     crate::bootstrap::apply_config_bots(&ctx)
         .await
         .map_err(ServerError::Config)?;
-    let listener = TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
     ctx.deliveries.start_all()?;
     ctx.callbacks.start(shutdown.clone(), &tracker);
     crate::maintenance::spawn(ctx.clone(), shutdown.clone(), &tracker);
@@ -123,9 +128,10 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
         shutdown: shutdown.clone(),
         tracker,
     };
+    crate::bootstrap::told(&ctx).await?;
     let is_tls = tls.is_some();
     let task = tokio::spawn(async move {
-        crate::transport::run(listener, app, tls)
+        crate::transport::run(listener, app, tls, max_connections)
             .await
             .map_err(ServerError::from)
     });

@@ -50,6 +50,13 @@ impl CreateAgent {
                         name: self.name.as_str().to_string(),
                         ..a
                     },
+                    None if tx.store().agents(&org.id)?.len() >= ctx.config.max_agents_per_org => {
+                        return Err(ApiError::over_cap(
+                            "agents per organization",
+                            ctx.config.max_agents_per_org,
+                            "max_agents_per_org",
+                        ))
+                    }
                     None => Agent {
                         aid: tx.next_aid()?,
                         email: self.email.as_str().to_string(),

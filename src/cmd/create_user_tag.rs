@@ -56,6 +56,14 @@ impl CreateUserTag {
                 {
                     return Ok::<_, ApiError>(false);
                 }
+                let max = ctx.config.max_tags_per_org;
+                if tx.store().tag_count(&org.id)? >= max {
+                    return Err(ApiError::over_cap(
+                        "tags per organization",
+                        max,
+                        "max_tags_per_org",
+                    ));
+                }
                 tx.put_tag(&self.tag);
                 Ok(true)
             })

@@ -192,6 +192,16 @@ impl<'e> Fields<'e> {
         Some(to_value(v))
     }
 
+    /// Field `name` as a JSON value, or why it cannot be one (e.g. a number
+    /// out of range somewhere inside it).
+    pub fn checked_value(&self, name: &str) -> Option<Result<Value, String>> {
+        let (_, v) = self.0.iter().rev().find(|(k, _)| k == name)?;
+        Some(match v {
+            Field::Str(s) => Ok(Value::String(s.to_string())),
+            Field::Raw(r) => serde_json::from_str(r.get()).map_err(|e| e.to_string()),
+        })
+    }
+
     /// An optional non-negative integer, also accepted as a numeric string
     /// (the reference's `botID` is an integer; clients send both).
     pub fn opt_u64(&self, name: &str, invalid: ErrorCode) -> Result<Option<u64>, ApiError> {
@@ -207,9 +217,11 @@ impl<'e> Fields<'e> {
         }
     }
 
-    /// The required `botID` (1008 missing, 1015 not a bot id).
+    /// The required `botID` (1008 missing, 1017 not a non-negative integer
+    /// that fits 64 bits: a malformed field is a validation error, not an
+    /// unknown bot).
     pub fn bot_id(&self) -> Result<u64, ApiError> {
-        self.opt_u64("botID", ErrorCode::UnknownBot)?
+        self.opt_u64("botID", ErrorCode::InvalidJson)?
             .ok_or_else(|| ApiError::new(ErrorCode::MissingBotId, "missing botID"))
     }
 

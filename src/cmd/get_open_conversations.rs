@@ -31,7 +31,7 @@ impl GetOpenConversations {
                 .opt_str("agentEmail", ErrorCode::UnknownAgent)?
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty()),
-            bot_id: f.opt_u64("botID", ErrorCode::UnknownBot)?,
+            bot_id: f.opt_u64("botID", ErrorCode::InvalidJson)?,
         })
     }
 

@@ -34,7 +34,7 @@ pub struct GetUsers {
 
 impl GetUsers {
     pub(crate) fn parse(f: &Fields) -> Result<GetUsers, ApiError> {
-        let bot_id = f.opt_u64("botID", ErrorCode::UnknownBot)?;
+        let bot_id = f.opt_u64("botID", ErrorCode::InvalidJson)?;
         let created_after = f
             .opt_str("CreatedDate", ErrorCode::InvalidStartDate)?
             .filter(|s| !s.is_empty())

@@ -255,7 +255,10 @@ impl Command {
             other => {
                 return Err(ApiError::new(
                     ErrorCode::UnknownCommand,
-                    format!("unknown command {other:?}"),
+                    format!(
+                        "unknown command {:?}",
+                        crate::reply::truncate(other, crate::reply::MAX_ECHO_CHARS)
+                    ),
                 ))
             }
         })

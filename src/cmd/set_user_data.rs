@@ -10,7 +10,9 @@
 //! Custom data is not part of the user object, so no `onUserUpdate` is sent.
 //!
 //! # Errors
-//! 1025 missing uid, 1017 `data` missing or not an object, 1012 route,
+//! 1025 missing uid, 1017 `data` missing or not an object (or holding a
+//! number out of range), or the merged data over `max_user_data_bytes`
+//! (nothing written), 1012 route,
 //! 1005 unknown user.
 
 use super::Fields;
@@ -33,14 +35,11 @@ pub struct SetUserData {
 impl SetUserData {
     pub(crate) fn parse(f: &Fields) -> Result<SetUserData, ApiError> {
         let uid = f.uid()?.to_string();
-        let data = match f.value("data") {
-            Some(Value::Object(m)) => m,
-            _ => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidJson,
-                    "data must be a JSON object",
-                ))
-            }
+        let bad = |m: String| ApiError::new(ErrorCode::InvalidJson, m);
+        let data = match f.checked_value("data") {
+            Some(Ok(Value::Object(m))) => m,
+            Some(Err(why)) => return Err(bad(format!("data: {why}"))),
+            _ => return Err(bad("data must be a JSON object".into())),
         };
         let route = f
             .opt_str("route", ErrorCode::UnknownRoute)?
@@ -72,7 +71,16 @@ impl SetUserData {
                     _ => Map::new(),
                 };
                 stored.extend(self.data);
-                tx.put_user_data(&self.uid, &Value::Object(stored));
+                let stored = Value::Object(stored);
+                let size = serde_json::to_vec(&stored).map_or(usize::MAX, |v| v.len());
+                let max = ctx.config.max_user_data_bytes;
+                if size > max {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidJson,
+                        format!("the user's data would be {size} bytes: at most {max} (max_user_data_bytes); nothing was written"),
+                    ));
+                }
+                tx.put_user_data(&self.uid, &stored);
                 Ok::<_, ApiError>(())
             })
             .await?;

@@ -57,6 +57,14 @@ impl SetUserTag {
                     .user(&org.id, &self.uid)?
                     .ok_or_else(|| unknown_user(&self.uid))?;
                 if !rec.tags.iter().any(|t| t.eq_ignore_ascii_case(&tag.name)) {
+                    let max = ctx.config.max_tags_per_user;
+                    if rec.tags.len() >= max {
+                        return Err(ApiError::over_cap(
+                            "tags on a user",
+                            max,
+                            "max_tags_per_user",
+                        ));
+                    }
                     rec.tags.push(tag.name);
                     tx.put_user(&rec);
                 }

@@ -10,6 +10,28 @@ use crate::model::Org;
 use std::sync::Arc;
 
 impl Store {
+    /// Marks organization `org` as holding a token nobody has seen yet (a
+    /// first start that had not returned it), durably.
+    pub async fn mark_untold(&self, org: &str) -> Result<(), StoreError> {
+        self.inner.db.insert(b"meta/untold", org.as_bytes())?;
+        self.flush().await
+    }
+
+    /// The organization whose token was never shown, if any.
+    pub fn untold(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .get(b"meta/untold")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The token was shown: forget the mark.
+    pub async fn clear_untold(&self) -> Result<(), StoreError> {
+        self.inner.db.remove(b"meta/untold")?;
+        self.flush().await
+    }
+
     /// Whether no organization exists yet (first start).
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self

@@ -7,6 +7,16 @@ use crate::model::{Tag, User, UserRecord};
 use bytes::Bytes;
 
 impl Store {
+    /// How many tag definitions `org` has.
+    pub fn tag_count(&self, org: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .scan_prefix(format!("tag/{org}/").as_bytes())
+            .keys()
+            .count())
+    }
+
     /// The user `uid` of `org`, with its tags.
     pub fn user(&self, org: &str, uid: &str) -> Result<Option<UserRecord>, StoreError> {
         self.inner

@@ -87,6 +87,12 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         "Delivery callbacks that exhausted their retries since start.",
         cb_failed.to_string(),
     );
+    metric(
+        "convgate_auth_failures_total",
+        "counter",
+        "Failed authentications (1000/1001) since start.",
+        app.ctx.limits.auth_failures().to_string(),
+    );
     let (flushes, writes) = app.ctx.store.commit_stats();
     metric(
         "convgate_store_flushes_total",

@@ -47,16 +47,57 @@ fn respond_with(reply: &Reply, status: u16) -> Response {
     res
 }
 
-fn too_large(limit: usize) -> Response {
+/// 413 after reading and discarding what is left of the body (at most ten
+/// times `max_body_bytes`, for at most 5 seconds), so that a client that
+/// sends its whole body before reading reads the answer (RFC 9112 §9.6);
+/// then the connection closes.
+async fn too_large(limit: usize, body: Option<axum::body::Body>) -> Response {
+    if let Some(body) = body {
+        let drain = async {
+            use futures_util::StreamExt;
+            let mut chunks = body.into_data_stream();
+            let mut left = limit.saturating_mul(10);
+            while let Some(Ok(chunk)) = chunks.next().await {
+                left = left.saturating_sub(chunk.len());
+                if left == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+    }
     let e = ApiError::new(
         ErrorCode::InvalidJson,
         format!("request body exceeds max_body_bytes ({limit} bytes)"),
     );
-    respond_with(&Reply::error("", &e), 413)
+    let mut res = respond_with(&Reply::error("", &e), 413);
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
 }
 
-/// `POST /api`: one envelope in, one reply out.
-pub async fn api(State(app): State<AppState>, req: Request) -> Response {
+/// The peer of a request that went through the router (the POST fast path
+/// gets it directly).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// `POST /api` through the router (a path the fast path did not take).
+pub async fn api_routed(app: State<AppState>, req: Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0);
+    api(app, req, peer).await
+}
+
+/// `POST /api`: one envelope in, one reply out. The body must arrive
+/// within `body_read_timeout` (408 otherwise) and fit `max_body_bytes`
+/// (413); failed authentications are limited per `peer` address.
+pub async fn api(
+    State(app): State<AppState>,
+    req: Request,
+    peer: std::net::SocketAddr,
+) -> Response {
     let ctx = &app.ctx;
     // The request taken whole: the `HeaderMap` extractor would copy the headers.
     let (parts, body) = req.into_parts();
@@ -67,11 +108,27 @@ pub async fn api(State(app): State<AppState>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large(limit);
+        return too_large(limit, Some(body)).await;
     }
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return too_large(limit),
+    let read = axum::body::to_bytes(body, limit);
+    let bytes = match tokio::time::timeout(
+        crate::config::Config::secs(ctx.config.body_read_timeout),
+        read,
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large(limit, None).await,
+        Err(_) => {
+            let e = ApiError::new(
+                ErrorCode::InvalidJson,
+                "request body not received within body_read_timeout",
+            );
+            let mut res = respond_with(&Reply::error("", &e), 408);
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return res;
+        }
     };
     let mut env = match Envelope::parse(&bytes) {
         Ok(env) => env,
@@ -84,7 +141,17 @@ pub async fn api(State(app): State<AppState>, req: Request) -> Response {
     }
     let caller = match ctx.authenticate(env.token.as_deref()) {
         Ok(c) => c,
-        Err(e) => return respond(&Reply::error(&env.cmd, &e)),
+        Err(e) => {
+            if let Err(wait) = ctx.limits.auth_failed(peer.ip()) {
+                let e = ApiError::new(
+                    ErrorCode::TokenRateLimited,
+                    "too many failed authentications from this address",
+                )
+                .with_retry_after(wait);
+                return respond(&Reply::error(&env.cmd, &e));
+            }
+            return respond(&Reply::error(&env.cmd, &e));
+        }
     };
     respond(&cmd::execute(ctx, &caller, &env).await)
 }

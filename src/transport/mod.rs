@@ -13,6 +13,7 @@
 //! loop stops accepting, HTTP connections finish their in-flight requests,
 //! sockets are closed with 1001, and the store is flushed.
 
+pub mod conn;
 pub mod health;
 pub mod http;
 pub mod inbound;
@@ -26,7 +27,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -60,7 +60,7 @@ pub struct ConnInfo {
 
 /// A connection's permit, shared with the WebSocket session it may become.
 #[derive(Clone)]
-pub struct ConnPermit(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub struct ConnPermit(#[allow(dead_code)] Arc<conn::Slot>);
 
 /// The TLS certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +103,7 @@ pub fn tls_acceptor(
 pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
-        .route("/api", post(http::api))
+        .route("/api", post(http::api_routed))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .route(
@@ -115,18 +115,19 @@ pub fn router(app: AppState) -> Router {
 
 /// Accepts connections until `app.shutdown` is cancelled, then drains every
 /// connection and session and flushes the store.
+/// Accepts connections until `app.shutdown` is cancelled (at most
+/// `max_connections`, see [`conn`]), then drains every connection and
+/// session and flushes the store.
 pub async fn run(
     listener: TcpListener,
     app: AppState,
     tls: Option<TlsAcceptor>,
+    max_connections: usize,
 ) -> Result<(), crate::store::StoreError> {
-    let permits = Arc::new(Semaphore::new(app.ctx.config.max_connections));
+    let admission = conn::Admission::new(max_connections, app.ctx.config.max_connections_per_ip);
     let router = router(app.clone());
+    let tls_timeout = crate::config::Config::secs(app.ctx.config.tls_handshake_timeout);
     loop {
-        let permit = tokio::select! {
-            _ = app.shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-        };
         let (tcp, peer) = tokio::select! {
             _ = app.shutdown.cancelled() => break,
             r = listener.accept() => match r {
@@ -139,19 +140,23 @@ pub async fn run(
                 }
             },
         };
+        let (slot, reserve) = match admission.admit(peer.ip()) {
+            conn::Admitted::Full(slot) => (slot, false),
+            conn::Admitted::Reserve(slot) => (slot, true),
+            conn::Admitted::Refused => continue,
+        };
         let _ = tcp.set_nodelay(true);
-        let permit = ConnPermit(Arc::new(permit));
+        let permit = ConnPermit(Arc::new(slot));
         let router = router.clone();
         let conn_app = app.clone();
         let tls = tls.clone();
         app.tracker.spawn(async move {
             let app = conn_app;
             match tls {
-                None => serve_conn(tcp, peer, app, router, permit).await,
+                None => serve_conn(tcp, peer, app, router, permit, reserve).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    {
-                        Ok(Ok(io)) => serve_conn(io, peer, app, router, permit).await,
+                    match tokio::time::timeout(tls_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(io)) => serve_conn(io, peer, app, router, permit, reserve).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -173,38 +178,89 @@ pub async fn run(
 /// Serves one connection. `POST /api`, the hot path, goes straight to its
 /// handler; everything else through `router`. The router's matching and
 /// per-request layers cost about 5% of a POST `GetUser` (perf, scenario M1)
-/// and add nothing to that route, which takes no path parameters.
-async fn serve_conn<I>(io: I, peer: SocketAddr, app: AppState, router: Router, permit: ConnPermit)
-where
+/// and add nothing to that route, which takes no path parameters. A
+/// `reserve` connection (admitted at the cap) answers only `/healthz` and
+/// `/metrics`. The connection's [`conn::Watch`] closes it when it
+/// overstays a phase.
+async fn serve_conn<I>(
+    io: I,
+    peer: SocketAddr,
+    app: AppState,
+    router: Router,
+    permit: ConnPermit,
+    reserve: bool,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use axum::http::Method;
     use futures_util::future::Either;
     let shutdown = app.shutdown.clone();
+    let watch = conn::Watch::new();
+    let header = crate::config::Config::secs(app.ctx.config.header_read_timeout);
+    let keepalive = crate::config::Config::secs(app.ctx.config.keepalive_timeout);
+    let io = conn::Watched::new(io, watch.clone());
+    let w = watch.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        if req.method() == Method::POST && req.uri().path() == "/api" {
+        w.busy();
+        let upgrade = req.headers().contains_key(axum::http::header::UPGRADE);
+        let inner = if reserve && !matches!(req.uri().path(), "/healthz" | "/metrics") {
+            Either::Left(Either::Right(std::future::ready(Ok(at_capacity()))))
+        } else if req.method() == Method::POST && req.uri().path() == "/api" {
             let app = app.clone();
             let req = req.map(axum::body::Body::new);
-            return Either::Left(async move {
-                Ok::<_, std::convert::Infallible>(http::api(axum::extract::State(app), req).await)
-            });
+            Either::Left(Either::Left(async move {
+                Ok::<_, std::convert::Infallible>(
+                    http::api(axum::extract::State(app), req, peer).await,
+                )
+            }))
+        } else {
+            if upgrade {
+                req.extensions_mut().insert(ConnInfo {
+                    peer,
+                    permit: permit.clone(),
+                });
+            } else {
+                req.extensions_mut().insert(http::Peer(peer));
+            }
+            Either::Right(router.clone().oneshot(req))
+        };
+        let w = w.clone();
+        async move {
+            let res = inner.await;
+            if upgrade {
+                w.handed_over();
+            } else {
+                w.idle();
+            }
+            res
         }
-        if req.headers().contains_key(axum::http::header::UPGRADE) {
-            req.extensions_mut().insert(ConnInfo {
-                peer,
-                permit: permit.clone(),
-            });
-        }
-        Either::Right(router.clone().oneshot(req))
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection error") },
+        what = watch.overstayed(header, keepalive) => {
+            tracing::debug!(%peer, what, "connection closed: it overstayed its phase");
+        }
         _ = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
     }
+}
+
+/// The answer of a connection admitted at the cap to anything but health
+/// and metrics.
+fn at_capacity() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (axum::http::header::CONNECTION, "close"),
+            (axum::http::header::RETRY_AFTER, "1"),
+        ],
+        "at capacity: max_connections reached\n",
+    )
+        .into_response()
 }

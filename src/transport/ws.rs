@@ -10,9 +10,10 @@
 //! | code | when |
 //! |---|---|
 //! | 1001 | server shutting down |
-//! | 1008 | policy: first frame not `connect` (1019), bad or missing token (1000/1001), replaced by a newer socket (1018), token reset, API disabled |
+//! | 1008 | policy: first frame not `connect` (1019), bad or missing token (1000/1001), too many failed authentications from the address, replaced by a newer socket (1018), token reset, API disabled |
+//! | 1007 | a text frame that is not valid UTF-8 (RFC 6455 §8.1) |
 //! | 1009 | a message over `max_message_bytes` |
-//! | 4000 | no frame for `heartbeat_timeout` |
+//! | 4000 | no frame for `heartbeat_timeout`, or no `connect` within `connect_timeout` |
 //! | 4001 | too slow: more than `socket_queue` events undelivered |
 
 use super::{AppState, ConnInfo, ConnPermit};
@@ -35,6 +36,8 @@ use tracing::Instrument;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code: policy violation (RFC 6455).
 pub const CLOSE_POLICY: u16 = 1008;
+/// Close code: invalid frame payload data, e.g. text that is not UTF-8 (RFC 6455).
+pub const CLOSE_INVALID_DATA: u16 = 1007;
 /// Close code: message too big (RFC 6455).
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: heartbeat timeout (convgate).
@@ -57,7 +60,7 @@ pub async fn upgrade(
         .write_buffer_size(0)
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("ws", %peer, org = tracing::field::Empty);
-            session(socket, app, permit).instrument(span)
+            session(socket, app, permit, peer).instrument(span)
         })
         .into_response()
 }
@@ -69,6 +72,8 @@ enum Incoming {
     /// A ping or pong: activity, nothing to answer (tungstenite pongs).
     Control,
     TooBig,
+    /// A text frame that is not valid UTF-8.
+    BadUtf8,
     Closed,
 }
 
@@ -82,6 +87,7 @@ async fn recv(socket: &mut WebSocket) -> Incoming {
             let inner = e.into_inner();
             match inner.downcast_ref::<tungstenite::Error>() {
                 Some(tungstenite::Error::Capacity(_)) => Incoming::TooBig,
+                Some(tungstenite::Error::Utf8(_)) => Incoming::BadUtf8,
                 _ => {
                     tracing::debug!(error = %inner, "socket read failed");
                     Incoming::Closed
@@ -153,12 +159,17 @@ impl Session {
     }
 }
 
-async fn session(socket: WebSocket, app: AppState, _permit: ConnPermit) {
+async fn session(
+    socket: WebSocket,
+    app: AppState,
+    _permit: ConnPermit,
+    peer: std::net::SocketAddr,
+) {
     let _drain = app.tracker.token();
     let mut s = Session { socket, app };
     // The futures below are boxed so that an idle session's own state stays
     // small: thousands of sockets each hold one (scenario M3).
-    let end = match Box::pin(handshake(&mut s)).await {
+    let end = match Box::pin(handshake(&mut s, peer)).await {
         Ok((org, (events, resume))) => Box::pin(connected(s, org, events, resume)).await,
         Err(Some((code, reason))) => s.close(code, reason).await,
         Err(None) => "closed before connect",
@@ -170,8 +181,9 @@ async fn session(socket: WebSocket, app: AppState, _permit: ConnPermit) {
 /// socket must be closed with that code, `Err(None)` when it is gone.
 async fn handshake(
     s: &mut Session,
+    peer: std::net::SocketAddr,
 ) -> Result<(std::sync::Arc<crate::model::Org>, Asks), Option<(u16, &'static str)>> {
-    let deadline = Instant::now() + s.app.ctx.config.heartbeat_timeout();
+    let deadline = Instant::now() + crate::config::Config::secs(s.app.ctx.config.connect_timeout);
     // Pings may come first; anything else that is not a `connect` object
     // gets 1019 (naming the cmd it carried), then the socket is closed.
     let named = loop {
@@ -180,7 +192,8 @@ async fn handshake(
             r = tokio::time::timeout_at(deadline, recv(&mut s.socket)) => r,
         };
         match incoming {
-            Err(_) => return Err(Some((CLOSE_IDLE, "heartbeat timeout: no connect"))),
+            Err(_) => return Err(Some((CLOSE_IDLE, "connect timeout: no connect"))),
+            Ok(Incoming::BadUtf8) => return Err(Some((CLOSE_INVALID_DATA, "invalid UTF-8"))),
             Ok(Incoming::Control) => continue,
             Ok(Incoming::TooBig) => return Err(Some((CLOSE_TOO_BIG, "message too big"))),
             Ok(Incoming::Closed) => return Err(None),
@@ -219,6 +232,9 @@ async fn handshake(
         }
         Err(e) => {
             s.error("connect", &e).await.map_err(|_| None)?;
+            if s.app.ctx.limits.auth_failed(peer.ip()).is_err() {
+                return Err(Some((CLOSE_POLICY, "too many failed authentications")));
+            }
             let reason = if e.code == ErrorCode::MissingToken {
                 "missing token"
             } else {
@@ -318,6 +334,7 @@ async fn connected(
                 let res = match incoming {
                     Incoming::Closed => return "closed by peer",
                     Incoming::TooBig => return s.close(CLOSE_TOO_BIG, "message too big").await,
+                    Incoming::BadUtf8 => return s.close(CLOSE_INVALID_DATA, "invalid UTF-8").await,
                     Incoming::Control => Ok(()),
                     Incoming::Binary => {
                         let e = ApiError::new(ErrorCode::InvalidJson, "invalid JSON object: binary frames are not accepted, send text");

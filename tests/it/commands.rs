@@ -15,7 +15,7 @@ fn error_cases() -> Vec<(&'static str, Value, u16)> {
         ("GetUser", json!({"uid": ""}), 1025),
         ("GetUser", json!({"uid": "73-tel-1"}), 1005),
         ("GetUsers", json!({"botID": 999}), 1015),
-        ("GetUsers", json!({"botID": "abc"}), 1015),
+        ("GetUsers", json!({"botID": "abc"}), 1017),
         ("GetUsers", json!({"CreatedDate": "last tuesday"}), 1003),
         ("GetUsers", json!({"limit": 0}), 1017),
         ("SetUserData", json!({"uid": UID}), 1017),

@@ -59,6 +59,7 @@ async fn heartbeat_reply_has_the_reference_shape() {
 async fn idle_socket_is_closed_with_a_reason_and_heartbeats_keep_it_open() {
     let gw = spawn_with(|c| {
         c.heartbeat_timeout = 0.4;
+        c.connect_timeout = 0.4;
         c.max_sockets_per_token = 2;
     })
     .await;

@@ -87,13 +87,13 @@ pub async fn create_message(
         .form(form)
         .send()
         .await
-        .map_err(|e| TwilioError::Unreachable(crate::net::error_chain(&e)))?;
+        .map_err(|e| TwilioError::Unreachable(crate::net::error_chain(&e.without_url())))?;
     let http = res.status().as_u16();
     let retry_after = crate::net::retry_after_of(&res);
     let bytes = res
         .bytes()
         .await
-        .map_err(|e| TwilioError::Unreachable(crate::net::error_chain(&e)))?;
+        .map_err(|e| TwilioError::Unreachable(crate::net::error_chain(&e.without_url())))?;
     if (200..300).contains(&http) {
         return serde_json::from_slice::<MessageResource>(&bytes)
             .map(|m| m.sid)

@@ -118,12 +118,12 @@ impl Graph {
         let res = req
             .send()
             .await
-            .map_err(|e| GraphError::Unreachable(crate::net::error_chain(&e)))?;
+            .map_err(|e| GraphError::Unreachable(crate::net::error_chain(&e.without_url())))?;
         let http = res.status().as_u16();
         let bytes = res
             .bytes()
             .await
-            .map_err(|e| GraphError::Unreachable(crate::net::error_chain(&e)))?;
+            .map_err(|e| GraphError::Unreachable(crate::net::error_chain(&e.without_url())))?;
         if (200..300).contains(&http) {
             return serde_json::from_slice(&bytes).map_err(|e| GraphError::Api {
                 code: i64::from(http),
