@@ -30,11 +30,14 @@ pub const RESERVE: usize = 8;
 /// Seconds between two "at capacity" warnings.
 const WARN_EVERY_MS: i64 = 10_000;
 
+/// Live connections per client address.
+type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
 /// The admission state of the listener.
 pub struct Admission {
     permits: Arc<Semaphore>,
     reserve: Arc<Semaphore>,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_ip: PerIp,
     per_ip_max: usize,
     last_warn_ms: AtomicI64,
 }
@@ -52,7 +55,7 @@ pub enum Admitted {
 /// A connection's hold on its permits; released when dropped.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
-    ip: Option<(IpAddr, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+    ip: Option<(IpAddr, PerIp)>,
 }
 
 impl Drop for Slot {
