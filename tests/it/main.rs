@@ -7,6 +7,7 @@ mod bench_smoke;
 mod commands;
 mod conversations;
 mod events;
+mod hardening;
 mod lifecycle;
 mod limits;
 mod protocol;
