@@ -22,9 +22,14 @@ impl Caller {
     /// (`default`: the organization's token), or `admin`.
     pub fn actor(&self) -> crate::model::Actor {
         match self {
-            Caller::Org(_) => crate::model::Actor::api("default"),
+            Caller::Org(o) => crate::model::Actor::api(&o.key),
             Caller::Admin => crate::model::Actor::admin(),
         }
+    }
+
+    /// Whether the caller uses a test key (the sandbox).
+    pub fn sandbox(&self) -> bool {
+        matches!(self, Caller::Org(o) if o.sandbox)
     }
 
     /// The organization id, or `None` for the admin.

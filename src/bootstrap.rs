@@ -36,6 +36,9 @@ pub async fn bootstrap(ctx: &Ctx) -> Result<Option<String>, StoreError> {
         token_sha256: crate::auth::hash_token(&token),
         created: crate::time::now_iso(),
         disabled: false,
+        key: "default".into(),
+        sandbox: false,
+        last_used: Default::default(),
     };
     ctx.store.create_org(&org).await?;
     ctx.store.mark_untold(&org.id).await?;

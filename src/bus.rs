@@ -143,8 +143,9 @@ impl Bus {
         }
     }
 
-    /// Registers a live socket of `org`. When more than `max_per_org` would
-    /// then be live, the oldest ones are told [`Kick::Replaced`]. Returns the
+    /// Registers a live socket of the group `org` (one API key's sockets,
+    /// [`Bus::key_group`]). When more than `max_per_org` would then be live,
+    /// the oldest ones are told [`Kick::Replaced`]. Returns the
     /// registration (drop it when the socket ends) and the socket's kick cell.
     pub fn register(&self, org: &str, max_per_org: usize) -> (Registration, Arc<KickCell>) {
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +189,34 @@ impl Bus {
         }
     }
 
-    /// Tells every live socket of `org` to close for `why`.
+    /// The registry name of the sockets of `key` of organization `org`
+    /// (live or sandbox: a key's sockets are one group).
+    pub fn key_group(org: &str, key: &str) -> String {
+        format!("{}/{key}", crate::model::live_id(org))
+    }
+
+    /// Tells every live socket of every key of `org` to close for `why`.
+    pub fn kick_org(&self, org: &str, why: Kick) {
+        let prefix = format!("{}/", crate::model::live_id(org));
+        let mut sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let groups: Vec<String> = sessions
+            .keys()
+            .filter(|g| g.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for g in groups {
+            for (_, cell) in sessions.remove(&g).unwrap_or_default() {
+                cell.kick(why);
+            }
+        }
+    }
+
+    /// Tells every live socket of the group `org` (see [`Bus::key_group`])
+    /// to close for `why`.
     pub fn kick_all(&self, org: &str, why: Kick) {
         let mut sessions = self
             .inner

@@ -140,6 +140,11 @@ pub struct Config {
     /// Seconds between template cache syncs of each bot whose channel has
     /// templates (WhatsApp). Default 3600.
     pub template_refresh: f64,
+    /// Sandbox (test keys): seconds after a simulated send at which it
+    /// becomes sent, delivered and read (each channel uses the first acks
+    /// it has: SMS sent and delivered; Telegram none past sent). Default
+    /// `[1, 2, 5]`.
+    pub sandbox_ack_delays: Vec<f64>,
     /// Bots to create or update at start (config file only), e.g.
     /// `[[bots]]` with `botID`, `kind`, `name` and the settings of its
     /// channel (WhatsApp: `phone_number_id`, `waba_id`, `access_token`,
@@ -221,6 +226,7 @@ impl Default for Config {
             send_rate_limit: 10,
             telegram_rate_limit: 30,
             template_refresh: 3600.0,
+            sandbox_ack_delays: vec![1.0, 2.0, 5.0],
             conversation_idle_timeout: 86400.0,
             event_retention: 604_800.0,
             event_retention_count: 1_000_000,
@@ -335,6 +341,10 @@ pub struct ServeArgs {
     /// [default: 0,5,300,1800,7200,18000,36000,36000].
     #[arg(long, env = "CONVGATE_WEBHOOK_RETRY_SCHEDULE", value_delimiter = ',')]
     pub webhook_retry_schedule: Option<Vec<f64>>,
+    /// Comma-separated seconds after a sandbox send at which it becomes
+    /// sent, delivered, read [default: 1,2,5].
+    #[arg(long, env = "CONVGATE_SANDBOX_ACK_DELAYS", value_delimiter = ',')]
+    pub sandbox_ack_delays: Option<Vec<f64>>,
     /// Deliveries in flight per webhook [default: 8].
     #[arg(long, env = "CONVGATE_WEBHOOK_CONCURRENCY")]
     pub webhook_concurrency: Option<usize>,
@@ -422,6 +432,7 @@ impl Config {
             tls_handshake_timeout, connect_timeout, auth_failure_limit, max_user_data_bytes,
             max_tags_per_user, max_tags_per_org, max_bots_per_org, max_agents_per_org, log_format,
             rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
+            sandbox_ack_delays,
             webhook_concurrency, webhook_secret_overlap, graph_base_url, phone_rate_limit,
             send_rate_limit, telegram_rate_limit, template_refresh, conversation_idle_timeout,
             event_retention, event_retention_count;
@@ -472,6 +483,14 @@ impl Config {
             || self.webhook_secret_overlap < 0.0
         {
             return bad("webhook_timeout must be positive, webhook_secret_overlap not negative");
+        }
+        if self.sandbox_ack_delays.len() > 3
+            || self
+                .sandbox_ack_delays
+                .iter()
+                .any(|d| !d.is_finite() || *d < 0.0)
+        {
+            return bad("sandbox_ack_delays takes up to 3 delays, each >= 0 seconds");
         }
         if self.webhook_retry_schedule.is_empty()
             || self

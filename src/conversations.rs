@@ -154,7 +154,7 @@ impl Staged {
             Some(c) => c,
             None => {
                 let c = Conversation {
-                    cid: crate::messages::new_mid(),
+                    cid: crate::model::new_mid(),
                     uid: m.uid.clone(),
                     bot_id: m.bot_id,
                     started_ms: at_ms,
@@ -206,7 +206,7 @@ impl Staged {
         at_ms: i64,
     ) -> Result<(), StoreError> {
         let row = Message {
-            mid: crate::messages::new_mid(),
+            mid: crate::model::new_mid(),
             uid: c.uid.clone(),
             bot_id: c.bot_id,
             sender: Sender::System,
@@ -265,7 +265,7 @@ impl Staged {
         let c = self.current(tx, org, uid)?.ok_or_else(|| no_open(uid))?;
         let now = now_ms();
         let m = Message {
-            mid: crate::messages::new_mid(),
+            mid: crate::model::new_mid(),
             uid: uid.to_string(),
             bot_id: c.bot_id,
             sender: Sender::Agent,

@@ -103,7 +103,11 @@ impl Ctx {
                 ErrorCode::InvalidToken,
                 "API access is disabled for this organization",
             )),
-            Some(org) => Ok(Caller::Org(org)),
+            Some(org) => {
+                org.last_used
+                    .store(crate::time::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                Ok(Caller::Org(org))
+            }
             None => Err(ApiError::new(ErrorCode::InvalidToken, "invalid API token")),
         }
     }
@@ -161,6 +165,17 @@ impl Ctx {
     /// Errors: 1016 when no channel serves the bot's kind or its settings
     /// are not enough to send.
     pub fn channel_of(&self, bot: &Bot) -> Result<(Arc<dyn Channel>, Settings), ApiError> {
+        self.channel_for(false, bot)
+    }
+
+    /// [`Ctx::channel_of`] for a caller: in the sandbox (`sandbox`, a test
+    /// key) the bot's settings need not be enough to send, since no provider
+    /// is called. Errors: 1016.
+    pub fn channel_for(
+        &self,
+        sandbox: bool,
+        bot: &Bot,
+    ) -> Result<(Arc<dyn Channel>, Settings), ApiError> {
         let wrong = |m: String| ApiError::new(ErrorCode::WrongBotKind, m);
         let channel = self.channels.get(bot.kind).cloned().ok_or_else(|| {
             wrong(format!(
@@ -170,6 +185,9 @@ impl Ctx {
             ))
         })?;
         let settings = self.settings(bot)?;
+        if sandbox {
+            return Ok((channel, settings));
+        }
         channel
             .ready(&settings)
             .map_err(|why| wrong(format!("{} bot {} {why}", bot.kind.as_str(), bot.id)))?;

@@ -25,6 +25,52 @@ pub struct Org {
     /// are stopped until the admin's `EnableApi`.
     #[serde(default)]
     pub disabled: bool,
+    /// The API key a caller used: `default` (the organization's token) or
+    /// a named key (`CreateApiKey`). Set when a token resolves, not stored.
+    #[serde(skip, default = "default_key")]
+    pub key: String,
+    /// A test key's view: `id` is then the organization's sandbox
+    /// ([`sandbox_id`]). Set when a token resolves, not stored.
+    #[serde(skip, default)]
+    pub sandbox: bool,
+    /// When the key was last used (Unix ms; shared by every cached view of
+    /// it). Not stored: since the gateway started.
+    #[serde(skip, default)]
+    pub last_used: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+fn default_key() -> String {
+    "default".into()
+}
+
+/// Suffix of a sandbox's organization id.
+pub const SANDBOX_SUFFIX: &str = "~test";
+
+/// The sandbox twin of organization `org`: its own users, tags, messages,
+/// conversations, events, webhook and log, under this id.
+pub fn sandbox_id(org: &str) -> String {
+    format!("{org}{SANDBOX_SUFFIX}")
+}
+
+/// The live organization of `org` (itself, or the one whose sandbox it
+/// is): where bot definitions and agents are kept, shared by both.
+pub fn live_id(org: &str) -> &str {
+    org.strip_suffix(SANDBOX_SUFFIX).unwrap_or(org)
+}
+
+/// A named API key of an organization (extension `CreateApiKey`), kept
+/// with its token's SHA-256 only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The key's name, unique in the organization (`default` is the
+    /// organization's own token).
+    pub name: String,
+    /// `live`, or `test` (the sandbox).
+    pub mode: String,
+    /// ISO 8601 UTC creation time.
+    pub created: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
 }
 
 impl std::fmt::Debug for Org {
@@ -58,6 +104,15 @@ pub struct Bot {
     /// Secret settings of its channel (e.g. WhatsApp `access_token`), sealed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, Sealed>,
+}
+
+/// A new message id: 24 hex characters, like the reference's `mid`s
+/// (4 bytes of Unix seconds, then 8 random bytes).
+pub fn new_mid() -> String {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&(chrono::Utc::now().timestamp() as u32).to_be_bytes());
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b[4..]);
+    hex::encode(b)
 }
 
 /// A value sealed by [`crate::secrets::Sealer`] (`enc:v1:…` or `plain:…`);

@@ -379,6 +379,23 @@ pub trait Channel: Send + Sync + 'static {
         reference: &'a str,
     ) -> BoxFuture<'a, Result<String, SendError>>;
 
+    /// Sandbox (test keys, issue 20): the provider message id a simulated
+    /// send to `to` gets, in the provider's own format. No provider is
+    /// called.
+    fn sandbox_id(&self, to: &Recipient, mid: &str) -> String;
+
+    /// Sandbox: the provider's real refusal a recipient in the failure
+    /// range ([`sandbox_fails`]) gets (WhatsApp 131026, Twilio 21211,
+    /// Telegram 403 "bot was blocked by the user").
+    fn sandbox_refusal(&self) -> SendError;
+
+    /// Sandbox: the acks a simulated send then moves through, in order, one
+    /// per entry of `sandbox_ack_delays` (reference, "Message
+    /// Acknowledgement Codes"). Default sent, delivered, read.
+    fn sandbox_acks(&self) -> &'static [i8] {
+        &[1, 2, 3]
+    }
+
     /// The error reply for a refused send (WhatsApp: 3002 with
     /// `whatsappErrorCode`/`whatsappErrorDesc`).
     fn rejected(&self, code: i64, desc: &str) -> ApiError;
@@ -433,6 +450,22 @@ pub trait Channel: Send + Sync + 'static {
         let _ = (state, at_ms);
         None
     }
+}
+
+/// Sandbox: a recipient whose address (number or chat id) ends in this
+/// fails as the provider would refuse it ([`Channel::sandbox_refusal`]).
+pub const SANDBOX_FAILURE_SUFFIX: &str = "0000";
+
+/// Sandbox: whether a simulated send to `to` is refused.
+pub fn sandbox_fails(to: &Recipient) -> bool {
+    to.address.ends_with(SANDBOX_FAILURE_SUFFIX)
+}
+
+/// 16 random bytes as 32 lowercase hex characters, for simulated ids.
+pub(crate) fn random_hex() -> String {
+    let mut b = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    hex::encode(b)
 }
 
 /// The settings of each kind's bots. Static, so that commands can read

@@ -51,6 +51,9 @@ impl CreateOrganization {
             token_sha256: hash_token(&token),
             created: now_iso(),
             disabled: false,
+            key: "default".into(),
+            sandbox: false,
+            last_used: Default::default(),
         };
         ctx.store.create_org(&org).await?;
         tracing::info!(org = %org.id, "organization created");

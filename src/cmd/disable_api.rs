@@ -26,7 +26,7 @@ impl DisableApi {
                 Ok::<_, ApiError>(())
             })
             .await?;
-        ctx.bus.kick_all(&org.id, Kick::Disabled);
+        ctx.bus.kick_org(&org.id, Kick::Disabled);
         tracing::info!(org = %org.id, "API disabled");
         Ok(Reply::ok("DisableApi"))
     }

@@ -53,7 +53,7 @@ impl GetWhatsAppTemplate {
     /// Replies with the template from the cache (synced when needed).
     pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
         let bot = ctx.bot(org, self.bot_id)?;
-        let (channel, settings) = ctx.channel_of(&bot)?;
+        let (channel, settings) = ctx.channel_for(org.sandbox, &bot)?;
         let t = templates::find(
             ctx,
             &org.id,

@@ -10,6 +10,7 @@ mod add_conversation_note;
 mod assign_conversation;
 mod close_conversation;
 mod create_agent;
+mod create_api_key;
 mod create_bot;
 mod create_organization;
 mod create_user_tag;
@@ -22,6 +23,7 @@ mod enable_api;
 mod envelope;
 mod fields;
 mod get_agents;
+mod get_api_keys;
 mod get_bots;
 mod get_conversation;
 mod get_conversations_flat;
@@ -38,6 +40,7 @@ mod get_whatsapp_template;
 mod heartbeat;
 mod redeliver_events;
 mod reset_token;
+mod revoke_api_key;
 mod rotate_webhook_secret;
 mod send_sms_message;
 mod send_text_message;
@@ -49,6 +52,7 @@ mod set_user_notes;
 mod set_user_phone;
 mod set_user_tag;
 mod set_webhook;
+mod simulate_inbound;
 mod update_bot;
 mod upsert_user;
 
@@ -56,6 +60,7 @@ pub use add_conversation_note::AddConversationNote;
 pub use assign_conversation::AssignConversation;
 pub use close_conversation::CloseConversation;
 pub use create_agent::CreateAgent;
+pub use create_api_key::CreateApiKey;
 pub use create_bot::CreateBot;
 pub use create_organization::CreateOrganization;
 pub use create_user_tag::CreateUserTag;
@@ -70,6 +75,7 @@ pub(crate) use envelope::Fields;
 pub(crate) use fields::SendOptions;
 pub use fields::{connect_events, connect_resume};
 pub use get_agents::GetAgents;
+pub use get_api_keys::GetApiKeys;
 pub use get_bots::GetBots;
 pub use get_conversation::GetConversation;
 pub use get_conversations_flat::GetConversationsFlat;
@@ -86,6 +92,7 @@ pub use get_whatsapp_template::GetWhatsAppTemplate;
 pub use heartbeat::Heartbeat;
 pub use redeliver_events::RedeliverEvents;
 pub use reset_token::ResetToken;
+pub use revoke_api_key::RevokeApiKey;
 pub use rotate_webhook_secret::RotateWebhookSecret;
 pub use send_sms_message::SendSMSMessage;
 pub use send_text_message::SendTextMessage;
@@ -97,6 +104,7 @@ pub use set_user_notes::SetUserNotes;
 pub use set_user_phone::SetUserPhone;
 pub use set_user_tag::SetUserTag;
 pub use set_webhook::SetWebhook;
+pub use simulate_inbound::SimulateInbound;
 pub use update_bot::UpdateBot;
 pub use upsert_user::UpsertUser;
 
@@ -180,6 +188,14 @@ pub enum Command {
     CreateAgent(CreateAgent),
     /// `GetAgents` (extension).
     GetAgents(GetAgents),
+    /// `RevokeApiKey` (extension: API keys).
+    RevokeApiKey(RevokeApiKey),
+    /// `SimulateInbound` (extension: sandbox).
+    SimulateInbound(SimulateInbound),
+    /// `GetApiKeys` (extension: API keys).
+    GetApiKeys(GetApiKeys),
+    /// `CreateApiKey` (extension: API keys).
+    CreateApiKey(CreateApiKey),
     /// `GetEvents` (extension: polling the event log).
     GetEvents(GetEvents),
     /// `GetOpenConversations` (reference, conversations).
@@ -240,6 +256,10 @@ impl Command {
             "GetConversation" => Command::GetConversation(GetConversation::parse(&f)?),
             "CreateAgent" => Command::CreateAgent(CreateAgent::parse(&f)?),
             "GetAgents" => Command::GetAgents(GetAgents),
+            "RevokeApiKey" => Command::RevokeApiKey(RevokeApiKey::parse(&f)?),
+            "SimulateInbound" => Command::SimulateInbound(SimulateInbound::parse(&f)?),
+            "GetApiKeys" => Command::GetApiKeys(GetApiKeys),
+            "CreateApiKey" => Command::CreateApiKey(CreateApiKey::parse(&f)?),
             "GetEvents" => Command::GetEvents(GetEvents::parse(&f)?),
             "GetOpenConversations" => {
                 Command::GetOpenConversations(GetOpenConversations::parse(&f)?)
@@ -303,6 +323,10 @@ impl Command {
             Command::GetConversation(_) => "GetConversation",
             Command::CreateAgent(_) => "CreateAgent",
             Command::GetAgents(_) => "GetAgents",
+            Command::RevokeApiKey(_) => "RevokeApiKey",
+            Command::SimulateInbound(_) => "SimulateInbound",
+            Command::GetApiKeys(_) => "GetApiKeys",
+            Command::CreateApiKey(_) => "CreateApiKey",
             Command::GetEvents(_) => "GetEvents",
             Command::GetOpenConversations(_) => "GetOpenConversations",
             Command::GetConversationsFlat(_) => "GetConversationsFlat",
@@ -345,6 +369,15 @@ impl Command {
                 )
             })
         };
+        // Keys, the token and the organization's API state are the live
+        // organization's: a test key cannot change them.
+        let needs_live = || match needs_org()? {
+            o if o.sandbox => Err(ApiError::new(
+                ErrorCode::InvalidToken,
+                "a test key cannot manage keys, the token or the organization: use a live key",
+            )),
+            o => Ok(o),
+        };
         let needs_admin = |name: &str| match org {
             None => Ok(()),
             Some(_) => Err(ApiError::new(
@@ -378,12 +411,12 @@ impl Command {
             Command::UpsertUser(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::DeleteUser(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::GetUserData(c) => c.apply(ctx, needs_org()?),
-            Command::ResetToken(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::ResetToken(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
             Command::SetWebhook(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::GetWebhook(c) => c.apply(ctx, needs_org()?),
             Command::DeleteWebhook(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::RotateWebhookSecret(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::DisableApi(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::DisableApi(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
             Command::GetDeliveries(c) => c.apply(ctx, needs_org()?),
             Command::RedeliverEvents(c) => c.apply(ctx, needs_org()?),
             Command::UpdateBot(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
@@ -395,6 +428,10 @@ impl Command {
             Command::GetConversation(c) => c.apply(ctx, needs_org()?),
             Command::CreateAgent(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::GetAgents(c) => c.apply(ctx, needs_org()?),
+            Command::RevokeApiKey(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
+            Command::SimulateInbound(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::GetApiKeys(c) => c.apply(ctx, needs_live()?),
+            Command::CreateApiKey(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
             Command::GetEvents(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::GetOpenConversations(c) => c.apply(ctx, needs_org()?),
             Command::GetConversationsFlat(c) => c.apply(ctx, needs_org()?),
@@ -455,5 +492,11 @@ pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
         }
     };
     reply.rate = reply.rate.or(rate);
+    if caller.sandbox() {
+        // Every reply to a test key says so.
+        reply
+            .extra
+            .insert("test".into(), serde_json::Value::Bool(true));
+    }
     reply
 }

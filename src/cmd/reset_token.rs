@@ -28,7 +28,10 @@ impl ResetToken {
         {
             return Err(ApiError::internal());
         }
-        ctx.bus.kick_all(&org.id, Kick::TokenReset);
+        ctx.bus.kick_all(
+            &crate::bus::Bus::key_group(&org.id, "default"),
+            Kick::TokenReset,
+        );
         tracing::info!(org = %org.id, "API token reset");
         Ok(Reply::ok("ResetToken").with_data(json!({ "token": token })))
     }

@@ -89,7 +89,7 @@ impl SendSMSMessage {
                 ),
             ));
         }
-        let (channel, settings) = ctx.channel_of(&bot)?;
+        let (channel, settings) = ctx.channel_for(org.sandbox, &bot)?;
         let idem = self.options.idem.clone();
         let (agent_email, callback) = self.options.resolve(ctx, org)?;
         ctx.check_phone_rate(org, self.phone.as_str())?;

@@ -75,7 +75,7 @@ impl SendTextMessage {
             };
         let user = load_user(ctx, org, &self.uid)?.user;
         let bot = ctx.bot(org, user.bot_id)?;
-        let (channel, settings) = ctx.channel_of(&bot)?;
+        let (channel, settings) = ctx.channel_for(org.sandbox, &bot)?;
         if let Some(max) = channel.max_text_chars() {
             if self.message.chars().count() > max {
                 return Err(ApiError::new(

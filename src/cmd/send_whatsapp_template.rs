@@ -124,7 +124,7 @@ impl SendWhatsAppTemplate {
                 Begin::Proceed(g) => g,
             };
         let bot = ctx.bot(org, self.bot_id)?;
-        let (channel, settings) = ctx.channel_of(&bot)?;
+        let (channel, settings) = ctx.channel_for(org.sandbox, &bot)?;
         let channel = (&*channel, &settings);
         let idem = self.options.idem.clone();
         let (agent_email, callback) = self.options.resolve(ctx, org)?;

@@ -445,7 +445,7 @@ impl Deliveries {
         let store = &self.inner.store;
         let hook = store.webhook(&w.org).ok().flatten();
         let org_enabled = store
-            .org(&w.org)
+            .org(crate::model::live_id(&w.org))
             .ok()
             .flatten()
             .is_some_and(|o| !o.disabled);

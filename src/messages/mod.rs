@@ -20,7 +20,9 @@
 
 pub mod templates;
 
-use crate::channel::{Channel, Content, Inbound, Profile, Recipient, Refusal, SendError, Settings};
+use crate::channel::{
+    Channel, Content, Inbound, Profile, Recipient, Refusal, SendError, Settings, StatusUpdate,
+};
 use crate::ctx::Ctx;
 use crate::domain::make_uid;
 use crate::error::{ApiError, ErrorCode};
@@ -28,23 +30,15 @@ use crate::events::{
     changed_fields, on_user_create, on_user_disable, on_user_enable, on_user_update,
 };
 use crate::idempotency::Key;
-use crate::model::{Bot, CallbackJob, CallbackSpec, IdempotentReply, Message, Org, Sealed, Sender};
+use crate::model::{
+    new_mid, Bot, CallbackJob, CallbackSpec, IdempotentReply, Message, Org, Sealed, Sender,
+};
 use crate::reply::Reply;
 use crate::store::{StoreError, WriteTx};
 use crate::time::{iso_of_ms, ms_of_iso, now_ms};
 use crate::users::new_user;
-use rand::RngCore;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-
-/// A new message id: 24 hex characters, like the reference's `mid`s
-/// (4 bytes of Unix seconds, then 8 random bytes).
-pub fn new_mid() -> String {
-    let mut b = [0u8; 12];
-    b[..4].copy_from_slice(&(chrono::Utc::now().timestamp() as u32).to_be_bytes());
-    rand::rngs::OsRng.fill_bytes(&mut b[4..]);
-    hex::encode(b)
-}
 
 fn rank(ack: i8) -> i8 {
     match ack {
@@ -259,7 +253,16 @@ pub async fn send(
             Ok::<_, ApiError>(())
         })
         .await?;
-    let result = channel.send(settings, &out.to, &out.content, &mid).await;
+    let result = if org.sandbox {
+        // A test key: no provider is ever called (issue 20).
+        if crate::channel::sandbox_fails(&out.to) {
+            Err(channel.sandbox_refusal())
+        } else {
+            Ok(channel.sandbox_id(&out.to, &mid))
+        }
+    } else {
+        channel.send(settings, &out.to, &out.content, &mid).await
+    };
     let failure = ctx
         .store
         .write(&org.id, |tx| {
@@ -332,10 +335,55 @@ pub async fn send(
         })
         .await?;
     ctx.callbacks.wake();
+    if let (true, Ok(provider_id)) = (org.sandbox, &result) {
+        simulate_acks(ctx, &org.id, bot, provider_id, &mid);
+    }
     match failure {
         Some(e) => Err(e),
         None => Ok(reply),
     }
+}
+
+/// Sandbox: moves a simulated send through its channel's acks
+/// ([`Channel::sandbox_acks`]) at `sandbox_ack_delays` seconds after now,
+/// each as a provider status through [`apply_inbound`], so events, acks
+/// and callbacks are exactly as live. Not durable: a restart ends the
+/// simulation of messages in flight.
+fn simulate_acks(ctx: &Ctx, org: &str, bot: &Bot, provider_id: &str, mid: &str) {
+    let Some(channel) = ctx.channels.get(bot.kind).cloned() else {
+        return;
+    };
+    let steps: Vec<(i8, f64)> = channel
+        .sandbox_acks()
+        .iter()
+        .copied()
+        .zip(ctx.config.sandbox_ack_delays.iter().copied())
+        .collect();
+    if steps.is_empty() {
+        return;
+    }
+    let (ctx, org, bot) = (ctx.clone(), org.to_string(), bot.clone());
+    let (provider_id, mid) = (provider_id.to_string(), mid.to_string());
+    let start = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        for (ack, secs) in steps {
+            tokio::select! {
+                _ = tokio::time::sleep_until(start + crate::config::Config::secs(secs)) => {}
+                _ = ctx.shutdown.cancelled() => return,
+            }
+            let status = Inbound::Status(StatusUpdate {
+                provider_id: provider_id.clone(),
+                reference: Some(mid.clone()),
+                ack,
+                error: None,
+                at_ms: Some(now_ms()),
+            });
+            if let Err(e) = apply_inbound(&ctx, &org, &bot, &*channel, &[status]).await {
+                tracing::warn!(org = %org, mid = %mid, error = %e, "sandbox ack not applied");
+                return;
+            }
+        }
+    });
 }
 
 /// What a provider webhook changed, for logs and tests.

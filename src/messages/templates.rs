@@ -52,7 +52,8 @@ fn matches(t: &Value, name: &str, language: &str) -> bool {
 }
 
 /// The cached template `name` in `language` of `bot`, syncing the cache
-/// when it is empty or misses (at most once a second per bot). Errors:
+/// when it is empty or misses (at most once a second per bot; never in the
+/// sandbox, which reads the live bot's cache). Errors:
 /// 3000 the bot has no templates, 3001 none with this name and language,
 /// and those of [`sync`].
 pub async fn find(
@@ -63,8 +64,11 @@ pub async fn find(
     name: &str,
     language: &str,
 ) -> Result<Value, ApiError> {
+    // The sandbox never calls a provider: it reads the live bot's cache.
+    let sandbox = crate::model::live_id(org) != org;
     let mut cache = match ctx.store.templates(org, bot.id)? {
         Some(c) => c,
+        None if sandbox => TemplateCache::default(),
         None => sync(ctx, org, bot, channel).await?,
     };
     let found = |c: &TemplateCache| {
@@ -73,7 +77,7 @@ pub async fn find(
             .find(|t| matches(t, name, language))
             .cloned()
     };
-    if found(&cache).is_none() && now_ms() - cache.synced_ms >= MISS_RESYNC_MS {
+    if !sandbox && found(&cache).is_none() && now_ms() - cache.synced_ms >= MISS_RESYNC_MS {
         cache = sync(ctx, org, bot, channel).await?;
     }
     if cache.templates.is_empty() {

@@ -3,16 +3,18 @@
 
 use super::codec::{encode, key};
 use super::{Store, StoreError, WriteTx};
-use crate::model::{Agent, IdempotentReply};
+use crate::model::{live_id, Agent, IdempotentReply};
 
 impl Store {
     /// The agent with `email` (any case).
     pub fn agent(&self, org: &str, email: &str) -> Result<Option<Agent>, StoreError> {
-        self.get(&key(&["agt", org, &email.to_lowercase()]))
+        // A sandbox shares its organization's agents.
+        self.get(&key(&["agt", live_id(org), &email.to_lowercase()]))
     }
 
     /// Every agent of `org`, by email.
     pub fn agents(&self, org: &str) -> Result<Vec<Agent>, StoreError> {
+        let org = live_id(org);
         self.scan(&format!("agt/{org}/"), None, usize::MAX, |_: &Agent| true)
     }
 
@@ -42,7 +44,7 @@ impl WriteTx<'_> {
     /// Stages `agent` (a new one takes its `aid` from [`WriteTx::next_aid`]).
     pub fn put_agent(&mut self, agent: &Agent) {
         self.batch.insert(
-            key(&["agt", self.org, &agent.email.to_lowercase()]),
+            key(&["agt", live_id(self.org), &agent.email.to_lowercase()]),
             encode(agent),
         );
     }
@@ -50,14 +52,18 @@ impl WriteTx<'_> {
     /// Stages the removal of the agent with `email` (any case).
     pub fn delete_agent(&mut self, email: &str) {
         self.batch
-            .remove(key(&["agt", self.org, &email.to_lowercase()]));
+            .remove(key(&["agt", live_id(self.org), &email.to_lowercase()]));
     }
 
     /// Allocates the next agent id of the organization (1, 2, …).
     pub fn next_aid(&mut self) -> Result<u64, StoreError> {
-        let aid = self.store.get_u64(&key(&["agc", self.org]))?.unwrap_or(0) + 1;
+        let aid = self
+            .store
+            .get_u64(&key(&["agc", live_id(self.org)]))?
+            .unwrap_or(0)
+            + 1;
         self.batch
-            .insert(key(&["agc", self.org]), &aid.to_be_bytes());
+            .insert(key(&["agc", live_id(self.org)]), &aid.to_be_bytes());
         Ok(aid)
     }
 

@@ -8,11 +8,13 @@ use crate::model::Bot;
 impl Store {
     /// The bot `id` of organization `org`.
     pub fn bot(&self, org: &str, id: u64) -> Result<Option<Bot>, StoreError> {
-        self.get(&bot_key(org, id))
+        // A sandbox shares its organization's bot definitions.
+        self.get(&bot_key(crate::model::live_id(org), id))
     }
 
     /// Every bot of `org`, by `botID`.
     pub fn bots(&self, org: &str) -> Result<Vec<Bot>, StoreError> {
+        let org = crate::model::live_id(org);
         self.scan(&format!("bot/{org}/"), None, usize::MAX, |_: &Bot| true)
     }
 
@@ -46,7 +48,8 @@ impl Store {
 impl WriteTx<'_> {
     /// Stages `bot` and its instance-wide index by `botID`.
     pub fn put_bot(&mut self, bot: &Bot) {
-        self.batch.insert(bot_key(self.org, bot.id), encode(bot));
-        self.batch.insert(bix_key(bot.id), self.org.as_bytes());
+        let org = crate::model::live_id(self.org);
+        self.batch.insert(bot_key(org, bot.id), encode(bot));
+        self.batch.insert(bix_key(bot.id), org.as_bytes());
     }
 }

@@ -91,8 +91,10 @@ impl Store {
             .unwrap_or(serde_json::Value::Null))
     }
 
-    /// The template cache of bot `bot_id`.
+    /// The template cache of bot `bot_id` (shared by the organization and
+    /// its sandbox, like the bot).
     pub fn templates(&self, org: &str, bot_id: u64) -> Result<Option<TemplateCache>, StoreError> {
+        let org = crate::model::live_id(org);
         self.get(format!("tpl/{org}/{bot_id:020}").as_bytes())
     }
 
@@ -104,6 +106,7 @@ impl Store {
         bot_id: u64,
         cache: &TemplateCache,
     ) -> Result<(), StoreError> {
+        let org = crate::model::live_id(org);
         self.inner
             .db
             .insert(format!("tpl/{org}/{bot_id:020}"), encode(cache))?;

@@ -12,8 +12,10 @@
 //! | key | value |
 //! |---|---|
 //! | `meta/layout` | layout version, u64 big-endian (absent: 1, the WhatsApp-only layout) |
-//! | `org/{org}` | [`Org`](crate::model::Org) JSON |
-//! | `tok/{sha256 hex}` | organization id |
+//! | `org/{org}` | [`Org`](crate::model::Org) JSON (a sandbox `{org}~test` has no record: its keys live under the live id, bots and agents are read from it) |
+//! | `tok/{sha256 hex}` | organization id (its own token: the `default` key) |
+//! | `key/{org}/{name}` | a named [`ApiKey`](crate::model::ApiKey) JSON |
+//! | `kix/{sha256 hex}` | `[org, ApiKey]` JSON: the key a token resolves to |
 //! | `seq/{org}` | last event `seq`, u64 big-endian |
 //! | `bot/{org}/{botID:020}` | [`Bot`](crate::model::Bot) JSON (channel settings, sealed secrets) |
 //! | `bix/{botID:020}` | organization of the bot (inbound URLs carry only the botID) |
@@ -115,6 +117,8 @@ struct Inner {
     /// organization absent here has had no write since: all of its log is
     /// durable). Replays and polls read the log only up to it.
     durable: RwLock<HashMap<String, u64>>,
+    /// When each API key was last used, by `org/key`.
+    key_use: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicI64>>>,
     /// Organizations by token hash, as read: every command authenticates,
     /// so this spares two reads and a decode per command. Emptied by every
     /// write that changes an organization or a token.
@@ -171,6 +175,7 @@ impl Store {
             flushed_writes: AtomicU64::new(0),
             orgs_by_token: RwLock::default(),
             durable: RwLock::default(),
+            key_use: Mutex::default(),
         });
         // The flusher holds no strong reference: when the last handle drops,
         // sled closes and releases the data dir's lock at once.

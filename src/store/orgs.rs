@@ -6,7 +6,7 @@
 
 use super::codec::{encode, key};
 use super::{OrgCache, Store, StoreError, WriteTx};
-use crate::model::Org;
+use crate::model::{ApiKey, Org};
 use std::sync::Arc;
 
 impl Store {
@@ -43,8 +43,11 @@ impl Store {
             .is_none())
     }
 
-    /// The organization whose token hashes to `token_sha256` (hex), if any;
-    /// shared with the cache, so a hit copies nothing.
+    /// The caller's view of the organization whose token or API key hashes
+    /// to `token_sha256` (hex), if any: the organization itself for its
+    /// token (`key` `default`), or for a named key with its name, and for a
+    /// test key its sandbox (`id` [`crate::model::sandbox_id`], `sandbox`).
+    /// Shared with the cache, so a hit copies nothing.
     pub fn org_by_token(&self, token_sha256: &str) -> Result<Option<Arc<Org>>, StoreError> {
         let generation = {
             let cache = self.org_cache_read();
@@ -53,12 +56,27 @@ impl Store {
             }
             cache.generation
         };
-        let Some(id) = self.inner.db.get(key(&["tok", token_sha256]))? else {
-            return Ok(None);
+        let org: Option<Arc<Org>> = match self.inner.db.get(key(&["tok", token_sha256]))? {
+            Some(id) => self
+                .get::<Org>(&key(&["org", &String::from_utf8_lossy(&id)]))?
+                .map(Arc::new),
+            None => match self.get::<(String, ApiKey)>(&key(&["kix", token_sha256]))? {
+                Some((org_id, k)) => self.get::<Org>(&key(&["org", &org_id]))?.map(|mut o| {
+                    if k.mode == "test" {
+                        o.id = crate::model::sandbox_id(&o.id);
+                        o.sandbox = true;
+                    }
+                    o.key = k.name;
+                    Arc::new(o)
+                }),
+                None => None,
+            },
         };
-        let org: Option<Arc<Org>> = self
-            .get::<Org>(&key(&["org", &String::from_utf8_lossy(&id)]))?
-            .map(Arc::new);
+        let org = org.map(|o| {
+            let mut o = Arc::unwrap_or_clone(o);
+            o.last_used = self.key_use(crate::model::live_id(&o.id), &o.key);
+            Arc::new(o)
+        });
         if let Some(org) = &org {
             let mut cache = self.org_cache_write();
             if cache.generation == generation {
@@ -76,6 +94,17 @@ impl Store {
     pub(super) fn org_cache_write(&self) -> std::sync::RwLockWriteGuard<'_, OrgCache> {
         let lock = &self.inner.orgs_by_token;
         lock.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last-use cell of key `key` of `org` (made on first use).
+    pub fn key_use(&self, org: &str, key: &str) -> Arc<std::sync::atomic::AtomicI64> {
+        let mut map = self.inner.key_use.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(format!("{org}/{key}")).or_default().clone()
+    }
+
+    /// The named API keys of `org`, by name.
+    pub fn api_keys(&self, org: &str) -> Result<Vec<ApiKey>, StoreError> {
+        self.scan(&format!("key/{org}/"), None, usize::MAX, |_: &ApiKey| true)
     }
 
     /// The organization `id`, if it exists.
@@ -121,6 +150,26 @@ impl WriteTx<'_> {
     /// Stages `org` (its own record: `disabled`, name).
     pub fn put_org(&mut self, org: &Org) {
         self.batch.insert(key(&["org", &org.id]), encode(org));
+        self.orgs_changed = true;
+    }
+}
+
+impl WriteTx<'_> {
+    /// Stages `k` as a named key of the (live) organization; it resolves
+    /// at once (the token cache is emptied).
+    pub fn put_api_key(&mut self, k: &ApiKey) {
+        let org = crate::model::live_id(self.org);
+        self.batch.insert(key(&["key", org, &k.name]), encode(k));
+        self.batch
+            .insert(key(&["kix", &k.sha256]), encode(&(org, k)));
+        self.orgs_changed = true;
+    }
+
+    /// Stages the removal of key `k`: it stops resolving at once.
+    pub fn delete_api_key(&mut self, k: &ApiKey) {
+        let org = crate::model::live_id(self.org);
+        self.batch.remove(key(&["key", org, &k.name]));
+        self.batch.remove(key(&["kix", &k.sha256]));
         self.orgs_changed = true;
     }
 }

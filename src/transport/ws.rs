@@ -269,7 +269,8 @@ async fn connected(
     // Subscribe before acknowledging (and before reading the log), so that
     // no event falls in between.
     let mut events = ctx.bus.subscribe(&org.id);
-    let (_registration, kicks) = ctx.bus.register(&org.id, ctx.config.max_sockets_per_token);
+    let group = crate::bus::Bus::key_group(&org.id, &org.key);
+    let (_registration, kicks) = ctx.bus.register(&group, ctx.config.max_sockets_per_token);
     let (epoch, durable) = match (ctx.store.epoch(&org.id), ctx.store.durable_seq(&org.id)) {
         (Ok(e), Ok(d)) => (e, d),
         (Err(e), _) | (_, Err(e)) => {

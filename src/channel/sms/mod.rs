@@ -185,6 +185,23 @@ impl Channel for Sms {
     }
 
     /// 2005 "SMS sending error" with `smsErrorCode`/`smsErrorDesc`.
+    fn sandbox_id(&self, _to: &Recipient, _mid: &str) -> String {
+        // A Twilio MessageSid: `SM` + 32 hex characters.
+        format!("SM{}", super::random_hex())
+    }
+
+    fn sandbox_refusal(&self) -> SendError {
+        SendError::Rejected {
+            code: 21211,
+            desc: "Invalid 'To' Phone Number".into(),
+            refusal: Refusal::Message,
+        }
+    }
+
+    fn sandbox_acks(&self) -> &'static [i8] {
+        &[1, 2]
+    }
+
     fn rejected(&self, code: i64, desc: &str) -> ApiError {
         ApiError::new(ErrorCode::SmsError, "SMS sending error")
             .with_field("smsErrorCode", code)

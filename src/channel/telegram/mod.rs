@@ -246,6 +246,24 @@ impl Channel for Telegram {
 
     /// 2004 with `telegramErrorCode`/`telegramErrorDesc` (the Bot API's
     /// `error_code` and `description`).
+    fn sandbox_id(&self, to: &Recipient, _mid: &str) -> String {
+        let chat = to.address.parse().unwrap_or(0);
+        update::provider_id(chat, rand::thread_rng().gen_range(1..i64::from(i32::MAX)))
+    }
+
+    fn sandbox_refusal(&self) -> SendError {
+        SendError::Rejected {
+            code: 403,
+            desc: "Forbidden: bot was blocked by the user".into(),
+            refusal: Refusal::Unsubscribed,
+        }
+    }
+
+    fn sandbox_acks(&self) -> &'static [i8] {
+        // Accepted is already "sent"; the Bot API has no receipts.
+        &[]
+    }
+
     fn rejected(&self, code: i64, desc: &str) -> ApiError {
         ApiError::new(ErrorCode::Internal, "Telegram refused the message")
             .with_field("telegramErrorCode", code)

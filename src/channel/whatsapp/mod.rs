@@ -204,6 +204,24 @@ impl Channel for WhatsApp {
         })
     }
 
+    fn sandbox_id(&self, to: &Recipient, _mid: &str) -> String {
+        use base64::Engine;
+        // Graph ids are `wamid.` + base64 of an opaque blob naming the number.
+        let blob = format!("{}_{}", to.address, super::random_hex().to_uppercase());
+        format!(
+            "wamid.{}",
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        )
+    }
+
+    fn sandbox_refusal(&self) -> SendError {
+        send_error(GraphError::Api {
+            http: 400,
+            code: 131026,
+            desc: "Message undeliverable".into(),
+        })
+    }
+
     fn rejected(&self, code: i64, desc: &str) -> ApiError {
         ApiError::new(ErrorCode::WhatsAppError, "WhatsApp error")
             .with_field("whatsappErrorCode", code)
