@@ -155,6 +155,20 @@ async fn keys_work_on_both_transports_and_revoking_one_closes_its_sockets() {
     assert_eq!(s, 200);
     let r = test_ws.cmd("heartbeat", json!({})).await;
     assert_eq!(r["ok"], 1, "a test key's socket survives ResetToken: {r}");
+
+    // DisableApi stops every key of the organization, test keys included.
+    let (s, r) = gw.cmd_as(&new_token, "DisableApi", json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    let frame = test_ws.closed().await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 1008);
+    let (s, _) = gw.cmd_as(&test, "GetUsers", json!({})).await;
+    assert_ne!(s, 200);
+    let (s, r) = gw
+        .cmd_as(ADMIN_TOKEN, "EnableApi", json!({"orgID": "default"}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let (s, _) = gw.cmd_as(&test, "GetUsers", json!({})).await;
+    assert_eq!(s, 200);
 }
 
 async fn bodies(server: &MockServer) -> Vec<Value> {
