@@ -254,8 +254,14 @@ async fn the_sandbox_and_the_live_organization_never_see_each_other() {
         let (l, t) = (bodies(&live_hook).await, bodies(&test_hook).await);
 
         if !l.is_empty() && !t.is_empty() {
-            assert!(l.iter().all(|e| e["data"]["uid"] == json!(live_uid)), "{l:?}");
-            assert!(t.iter().all(|e| e["data"]["uid"] == json!(sandbox_uid)), "{t:?}");
+            assert!(
+                l.iter().all(|e| e["data"]["uid"] == json!(live_uid)),
+                "{l:?}"
+            );
+            assert!(
+                t.iter().all(|e| e["data"]["uid"] == json!(sandbox_uid)),
+                "{t:?}"
+            );
             break;
         }
         assert!(
