@@ -80,7 +80,7 @@ pub async fn close_idle(ctx: &Ctx, before_ms: i64) {
 /// Events trimmed per organization per pass (bounded work per tick).
 const TRIM_BATCH: usize = 10_000;
 
-/// Trims every organization's event log: events older than
+/// Trims every organization's event log (and its sandbox's): events older than
 /// `event_retention` or beyond the last `event_retention_count`, but never
 /// one its webhook has not queued yet or still has pending.
 pub fn trim_logs(ctx: &Ctx) {
@@ -92,7 +92,11 @@ pub fn trim_logs(ctx: &Ctx) {
         }
     };
     let cutoff = now_ms() - (ctx.config.event_retention * 1000.0) as i64;
-    for org in orgs {
+    // Each organization and its sandbox (test keys) keep a log of their own.
+    let logs = orgs
+        .iter()
+        .flat_map(|o| [o.clone(), crate::model::sandbox_id(o)]);
+    for org in logs {
         let trim = || -> Result<usize, crate::store::StoreError> {
             let last = ctx.store.last_seq(&org)?;
             let by_count = (last + 1).saturating_sub(ctx.config.event_retention_count);

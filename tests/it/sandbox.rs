@@ -472,3 +472,30 @@ async fn sandbox_sends_are_simulated_end_to_end_and_never_reach_a_provider() {
     let (_, r) = gw.cmd("GetUsers", json!({})).await;
     assert!(!r.to_string().contains(&uid), "{r}");
 }
+
+#[tokio::test]
+async fn the_sandbox_log_is_trimmed_like_the_live_one() {
+    let gw = spawn_with(|c| c.event_retention = 0.5).await;
+    let test = create_key(&gw, "dev", "test").await;
+    gw.cmd("CreateBot", json!({"botID": 7301, "kind": "whatsapp"}))
+        .await;
+    for phone in ["+14155552401", "+14155552402"] {
+        let (s, r) = gw
+            .cmd_as(&test, "UpsertUser", json!({"botID": 7301, "phone": phone}))
+            .await;
+        assert_eq!(s, 200, "{r}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, r) = gw.cmd_as(&test, "GetEvents", json!({"after": 0})).await;
+        if r["errorCode"] == 4100 {
+            assert_eq!(r["test"], true, "{r}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sandbox log was never trimmed: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
