@@ -80,6 +80,8 @@ pub struct Config {
     pub max_bots_per_org: usize,
     /// Most agents per organization. Default 1000.
     pub max_agents_per_org: usize,
+    /// Most routes per organization. Default 1000.
+    pub max_routes_per_org: usize,
     /// `text` (default; ANSI colours only on a terminal) or `json` (one
     /// JSON object per line, for log collectors).
     pub log_format: String,
@@ -206,6 +208,7 @@ impl Default for Config {
             max_tags_per_org: 1000,
             max_bots_per_org: 100,
             max_agents_per_org: 1000,
+            max_routes_per_org: 1000,
             log_format: "text".into(),
             socket_queue: 1024,
             write_timeout: 10.0,
@@ -316,6 +319,9 @@ pub struct ServeArgs {
     /// Most agents per organization [default: 1000].
     #[arg(long, env = "CONVGATE_MAX_AGENTS_PER_ORG")]
     pub max_agents_per_org: Option<usize>,
+    /// Most routes per organization [default: 1000].
+    #[arg(long, env = "CONVGATE_MAX_ROUTES_PER_ORG")]
+    pub max_routes_per_org: Option<usize>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "CONVGATE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -430,7 +436,8 @@ impl Config {
             max_message_bytes, max_body_bytes, max_connections, socket_queue, write_timeout,
             max_connections_per_ip, header_read_timeout, body_read_timeout, keepalive_timeout,
             tls_handshake_timeout, connect_timeout, auth_failure_limit, max_user_data_bytes,
-            max_tags_per_user, max_tags_per_org, max_bots_per_org, max_agents_per_org, log_format,
+            max_tags_per_user, max_tags_per_org, max_bots_per_org, max_agents_per_org, max_routes_per_org,
+            log_format,
             rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
             sandbox_ack_delays,
             webhook_concurrency, webhook_secret_overlap, graph_base_url, phone_rate_limit,

@@ -41,11 +41,20 @@ pub struct Ctx {
     pub limits: Arc<Limits>,
     /// Cancelled when the server shuts down (long polls end early).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Background work that shutdown waits for (route runs, simulated
+    /// acks), so that a stopped gateway holds no store handle.
+    pub tasks: tokio_util::task::TaskTracker,
     /// Hex SHA-256 of `config.admin_token`, computed once.
     admin_sha256: Option<Arc<str>>,
 }
 
 impl Ctx {
+    /// Runs background work on `tasks`, the tracker shutdown waits on.
+    pub fn with_tasks(mut self, tasks: tokio_util::task::TaskTracker) -> Ctx {
+        self.tasks = tasks;
+        self
+    }
+
     /// A context over `store`, `bus`, `deliveries` and `callbacks` with
     /// `config`'s limits and the built-in channels.
     pub fn new(
@@ -59,6 +68,7 @@ impl Ctx {
     ) -> Ctx {
         Ctx {
             shutdown,
+            tasks: tokio_util::task::TaskTracker::new(),
             store,
             bus,
             deliveries,

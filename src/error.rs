@@ -36,8 +36,12 @@ pub enum ErrorCode {
     MessageTooLong = 1013,
     /// 1020 Unknown Message ID.
     UnknownMessage = 1020,
+    /// 1011 Missing route.
+    MissingRoute = 1011,
     /// 1012 Unknown or invalid route.
     UnknownRoute = 1012,
+    /// 1014 Route name too large (max 256).
+    RouteTooLong = 1014,
     /// 1015 Unknown ChatBot ID.
     UnknownBot = 1015,
     /// 1016 Wrong chatbot type for this operation.

@@ -36,7 +36,7 @@ pub fn on_user_enable(uid: &str) -> Map<String, Value> {
 /// Extension events a subscriber receives only when it asked for them
 /// (`connect`'s and `SetWebhook`'s `events`); a plain Convrs client never
 /// sees them.
-pub const OPT_IN: &[&str] = &["onMessage", "onConversationUpdate"];
+pub const OPT_IN: &[&str] = &["onMessage", "onConversationUpdate", "onRouteEnd"];
 
 /// The `cmd` of a logged event's JSON. Events are serialised with their
 /// keys in order, so `cmd` comes first: `{"cmd":"onMessage",…`.
@@ -58,6 +58,23 @@ pub fn wanted(json: &[u8], events: &[String]) -> bool {
 /// the closed conversation (reference, "onUserConversation").
 pub fn on_user_conversation(uid: &str, rows: Vec<Value>) -> Map<String, Value> {
     obj(json!({"cmd": "onUserConversation", "ok": 1, "uid": uid, "data": rows}))
+}
+
+/// The event body `onRouteEnd` (extension, opt-in): a run of a route
+/// ended. `data` = `{uid, route, runId, outcome}` with outcome `completed`,
+/// `timed_out`, `failed` (then `errorCode` and `error`) or `replaced`.
+pub fn on_route_end(
+    run: &crate::routes::Run,
+    outcome: &str,
+    error: Option<(u16, &str)>,
+) -> Map<String, Value> {
+    let mut data =
+        json!({"uid": run.uid, "route": run.route, "runId": run.run_id, "outcome": outcome});
+    if let Some((code, message)) = error {
+        data["errorCode"] = code.into();
+        data["error"] = message.into();
+    }
+    obj(json!({"cmd": "onRouteEnd", "ok": 1, "data": data}))
 }
 
 /// The event body `onMessage` (extension, opt-in): `data` = the row.

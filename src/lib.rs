@@ -66,6 +66,7 @@ pub mod messages;
 pub mod model;
 pub mod net;
 pub mod reply;
+pub mod routes;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -475,6 +475,14 @@ impl Actor {
         }
     }
 
+    /// A route's run, by the route's name.
+    pub fn route(name: &str) -> Actor {
+        Actor {
+            kind: "route",
+            id: Some(name.to_string()),
+        }
+    }
+
     /// An agent, by email.
     pub fn agent(email: &str) -> Actor {
         Actor {

@@ -115,7 +115,8 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
         sealer,
         config.clone(),
         shutdown.clone(),
-    );
+    )
+    .with_tasks(tracker.clone());
     let bootstrap_token = crate::bootstrap::bootstrap(&ctx).await?;
     crate::bootstrap::apply_config_bots(&ctx)
         .await
@@ -123,6 +124,7 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
     ctx.deliveries.start_all()?;
     ctx.callbacks.start(shutdown.clone(), &tracker);
     crate::maintenance::spawn(ctx.clone(), shutdown.clone(), &tracker);
+    crate::cmd::route_run::spawn(ctx.clone(), shutdown.clone(), &tracker);
     let app = AppState {
         ctx: Arc::new(ctx.clone()),
         shutdown: shutdown.clone(),

@@ -15,6 +15,7 @@ mod create_bot;
 mod create_organization;
 mod create_user_tag;
 mod delete_agent;
+mod delete_route;
 mod delete_user;
 mod delete_user_tag;
 mod delete_webhook;
@@ -31,6 +32,7 @@ mod get_deliveries;
 mod get_events;
 mod get_message_details;
 mod get_open_conversations;
+mod get_routes;
 mod get_user;
 mod get_user_data;
 mod get_user_tags;
@@ -42,9 +44,12 @@ mod redeliver_events;
 mod reset_token;
 mod revoke_api_key;
 mod rotate_webhook_secret;
+pub mod route_run;
+mod send_message;
 mod send_sms_message;
 mod send_text_message;
 mod send_whatsapp_template;
+mod set_route;
 mod set_user_data;
 mod set_user_email;
 mod set_user_name;
@@ -65,6 +70,7 @@ pub use create_bot::CreateBot;
 pub use create_organization::CreateOrganization;
 pub use create_user_tag::CreateUserTag;
 pub use delete_agent::DeleteAgent;
+pub use delete_route::DeleteRoute;
 pub use delete_user::DeleteUser;
 pub use delete_user_tag::DeleteUserTag;
 pub use delete_webhook::DeleteWebhook;
@@ -83,6 +89,7 @@ pub use get_deliveries::GetDeliveries;
 pub use get_events::{cannot_resume, GetEvents};
 pub use get_message_details::GetMessageDetails;
 pub use get_open_conversations::GetOpenConversations;
+pub use get_routes::GetRoutes;
 pub use get_user::GetUser;
 pub use get_user_data::GetUserData;
 pub use get_user_tags::GetUserTags;
@@ -94,9 +101,11 @@ pub use redeliver_events::RedeliverEvents;
 pub use reset_token::ResetToken;
 pub use revoke_api_key::RevokeApiKey;
 pub use rotate_webhook_secret::RotateWebhookSecret;
+pub use send_message::SendMessage;
 pub use send_sms_message::SendSMSMessage;
 pub use send_text_message::SendTextMessage;
 pub use send_whatsapp_template::SendWhatsAppTemplate;
+pub use set_route::SetRoute;
 pub use set_user_data::SetUserData;
 pub use set_user_email::SetUserEmail;
 pub use set_user_name::SetUserName;
@@ -192,6 +201,14 @@ pub enum Command {
     RevokeApiKey(RevokeApiKey),
     /// `SimulateInbound` (extension: sandbox).
     SimulateInbound(SimulateInbound),
+    /// `SetRoute` (extension: routes).
+    SetRoute(SetRoute),
+    /// `GetRoutes` (extension: routes).
+    GetRoutes(GetRoutes),
+    /// `DeleteRoute` (extension: routes).
+    DeleteRoute(DeleteRoute),
+    /// `SendMessage` (reference: start a route for a phone number).
+    SendMessage(SendMessage),
     /// `GetApiKeys` (extension: API keys).
     GetApiKeys(GetApiKeys),
     /// `CreateApiKey` (extension: API keys).
@@ -258,6 +275,10 @@ impl Command {
             "GetAgents" => Command::GetAgents(GetAgents),
             "RevokeApiKey" => Command::RevokeApiKey(RevokeApiKey::parse(&f)?),
             "SimulateInbound" => Command::SimulateInbound(SimulateInbound::parse(&f)?),
+            "SetRoute" => Command::SetRoute(SetRoute::parse(&f)?),
+            "GetRoutes" => Command::GetRoutes(GetRoutes),
+            "DeleteRoute" => Command::DeleteRoute(DeleteRoute::parse(&f)?),
+            "SendMessage" => Command::SendMessage(SendMessage::parse(&f)?),
             "GetApiKeys" => Command::GetApiKeys(GetApiKeys),
             "CreateApiKey" => Command::CreateApiKey(CreateApiKey::parse(&f)?),
             "GetEvents" => Command::GetEvents(GetEvents::parse(&f)?),
@@ -325,6 +346,10 @@ impl Command {
             Command::GetAgents(_) => "GetAgents",
             Command::RevokeApiKey(_) => "RevokeApiKey",
             Command::SimulateInbound(_) => "SimulateInbound",
+            Command::SetRoute(_) => "SetRoute",
+            Command::GetRoutes(_) => "GetRoutes",
+            Command::DeleteRoute(_) => "DeleteRoute",
+            Command::SendMessage(_) => "SendMessage",
             Command::GetApiKeys(_) => "GetApiKeys",
             Command::CreateApiKey(_) => "CreateApiKey",
             Command::GetEvents(_) => "GetEvents",
@@ -346,6 +371,7 @@ impl Command {
             Command::SendWhatsAppTemplate(_)
                 | Command::SendTextMessage(_)
                 | Command::SendSMSMessage(_)
+                | Command::SendMessage(_)
         )
     }
 
@@ -430,6 +456,10 @@ impl Command {
             Command::GetAgents(c) => c.apply(ctx, needs_org()?),
             Command::RevokeApiKey(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
             Command::SimulateInbound(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::SetRoute(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::GetRoutes(c) => c.apply(ctx, needs_org()?),
+            Command::DeleteRoute(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::SendMessage(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::GetApiKeys(c) => c.apply(ctx, needs_live()?),
             Command::CreateApiKey(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
             Command::GetEvents(c) => Box::pin(c.apply(ctx, needs_org()?)).await,

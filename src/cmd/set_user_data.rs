@@ -5,14 +5,14 @@
 //! `{"ok":1,"cmd":"SetUserData"}`
 //!
 //! Merges the keys of `data` into the stored object by default; with
-//! `overwrite:1` replaces it. A `route` names a flow route; no routes are
-//! configured in this version, so any route is 1012 and nothing is written.
+//! `overwrite:1` replaces it. A `route` names a route (`SetRoute`) to start
+//! for the user once the data is written; the reply does not wait for it.
 //! Custom data is not part of the user object, so no `onUserUpdate` is sent.
 //!
 //! # Errors
 //! 1025 missing uid, 1017 `data` missing or not an object (or holding a
 //! number out of range), or the merged data over `max_user_data_bytes`
-//! (nothing written), 1012 route,
+//! (nothing written), 1012 unknown route (nothing written),
 //! 1005 unknown user.
 
 use super::Fields;
@@ -55,12 +55,14 @@ impl SetUserData {
 
     /// Stores the data durably.
     pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
-        if let Some(route) = &self.route {
-            return Err(ApiError::new(
-                ErrorCode::UnknownRoute,
-                format!("unknown route {route:?}: no routes are configured"),
-            ));
-        }
+        let route = match &self.route {
+            Some(name) => Some(
+                ctx.store
+                    .route(&org.id, name)?
+                    .ok_or_else(|| super::send_message::unknown_route(name))?,
+            ),
+            None => None,
+        };
         ctx.store
             .write(&org.id, |tx| {
                 if tx.store().user(&org.id, &self.uid)?.is_none() {
@@ -84,6 +86,10 @@ impl SetUserData {
                 Ok::<_, ApiError>(())
             })
             .await?;
+        if let Some(route) = route {
+            // The data is durable; the route runs on without the reply.
+            super::route_run::start(ctx, &org.id, &self.uid, &route, "", None).await?;
+        }
         Ok(Reply::ok("SetUserData"))
     }
 }

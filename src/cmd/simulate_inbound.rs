@@ -5,9 +5,9 @@
 //! opened, events and callbacks exactly as live.
 //!
 //! # Format
-//! `{"cmd":"SimulateInbound","botID":3941,"phone":"+447700900123","message":"Hi!","name":"Ada"}`
+//! `{"cmd":"SimulateInbound","botID":3941,"phone":"+14155552301","message":"Hi!","name":"Ada"}`
 //! (`chatId` instead of `phone` for a Telegram bot) →
-//! `{"ok":1,"cmd":"SimulateInbound","uid":"3941-wab-447700900123","providerMessageId":"wamid.…","test":true}`.
+//! `{"ok":1,"cmd":"SimulateInbound","uid":"3941-wa3-14155552301","providerMessageId":"wamid.…","test":true}`.
 //!
 //! # Errors
 //! 1001 with a live key (the sandbox only: a live bot's users are real
@@ -133,8 +133,18 @@ impl SimulateInbound {
             media_id: None,
             reply_to: None,
         };
-        crate::messages::apply_inbound(ctx, &org.id, &bot, &*channel, &[Inbound::Message(message)])
-            .await?;
+        let applied = crate::messages::apply_inbound(
+            ctx,
+            &org.id,
+            &bot,
+            &*channel,
+            &[Inbound::Message(message)],
+        )
+        .await?;
+        // As after a provider's webhook: waiting route runs resume.
+        for (uid, text) in applied.replies {
+            super::route_run::on_reply(ctx, &org.id, &uid, &text).await;
+        }
         Ok(Reply::ok("SimulateInbound")
             .with_field("uid", make_uid(bot.id, bot.kind, &from))
             .with_field("providerMessageId", provider_id))

@@ -365,7 +365,7 @@ fn simulate_acks(ctx: &Ctx, org: &str, bot: &Bot, provider_id: &str, mid: &str) 
     let (ctx, org, bot) = (ctx.clone(), org.to_string(), bot.clone());
     let (provider_id, mid) = (provider_id.to_string(), mid.to_string());
     let start = tokio::time::Instant::now();
-    tokio::spawn(async move {
+    ctx.tasks.clone().spawn(async move {
         for (ack, secs) in steps {
             tokio::select! {
                 _ = tokio::time::sleep_until(start + crate::config::Config::secs(secs)) => {}
@@ -399,6 +399,9 @@ pub struct Applied {
     pub ignored: usize,
     /// Users disabled or enabled.
     pub users: usize,
+    /// `(uid, text)` of each new inbound message, in order: what waiting
+    /// route runs resume with.
+    pub replies: Vec<(String, String)>,
 }
 
 /// Applies the `events` of one provider webhook to the organization of
@@ -469,6 +472,7 @@ pub async fn apply_inbound(
                         convs.attach(tx, org, &mut msg, at_ms)?;
                         tx.put_message(&msg, at_ms);
                         a.messages += 1;
+                        a.replies.push((uid.clone(), m.text.clone()));
                         let mut state = tx.store().channel_state(org, &uid)?;
                         let last = channel.note_inbound(&mut state, at_ms);
                         tx.put_channel_state(&uid, &state);

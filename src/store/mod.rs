@@ -66,6 +66,7 @@ mod events;
 mod messages;
 mod migrate;
 mod orgs;
+mod routes;
 mod users;
 mod webhooks;
 

@@ -103,6 +103,7 @@ pub async fn notify(
     {
         Ok(a) => {
             tracing::debug!(bot = bot_id, ?a, "provider webhook applied");
+            resume_routes(ctx, &org, a.replies);
             reply(channel.accepted())
         }
         Err(e) => {
@@ -110,4 +111,18 @@ pub async fn notify(
             status(500, "not stored\n")
         }
     }
+}
+
+/// Resumes the route runs waiting for these users' replies, in order, in
+/// the background (the provider's answer does not wait for them).
+pub fn resume_routes(ctx: &crate::ctx::Ctx, org: &str, replies: Vec<(String, String)>) {
+    if replies.is_empty() {
+        return;
+    }
+    let (ctx, org) = (ctx.clone(), org.to_string());
+    ctx.tasks.clone().spawn(async move {
+        for (uid, text) in replies {
+            crate::cmd::route_run::on_reply(&ctx, &org, &uid, &text).await;
+        }
+    });
 }

@@ -12,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod protocol;
 mod resume;
+mod routes;
 mod sandbox;
 mod session;
 mod sms;
