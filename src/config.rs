@@ -153,6 +153,26 @@ pub struct Config {
     /// `app_secret`, `verify_token`, `graph_base_url`); `org` defaults to
     /// `default`.
     pub bots: Vec<BotConfig>,
+    /// Routes to create or replace at start (config file only), e.g.
+    /// `[[routes]]` with `name`, `botID` and `steps` (as `SetRoute`'s,
+    /// `protocol/routes.md`); `org` default `default`. A route that does
+    /// not validate stops the start.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A route of the config file (`[[routes]]`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteConfig {
+    /// Organization id. Default `default`.
+    #[serde(default = "default_org")]
+    pub org: String,
+    /// The route's name.
+    pub name: String,
+    /// The bot its sends go through.
+    #[serde(rename = "botID")]
+    pub bot_id: u64,
+    /// The steps, as `SetRoute` takes them.
+    pub steps: Vec<serde_json::Value>,
 }
 
 /// A bot of the config file (`[[bots]]`).
@@ -234,6 +254,7 @@ impl Default for Config {
             event_retention: 604_800.0,
             event_retention_count: 1_000_000,
             bots: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -653,5 +674,30 @@ mod tests {
         assert_eq!(cfg.provider_retry_schedule, vec![1.0]);
         assert_eq!(cfg.bots[0].settings["access_token"].expose(), "EAAG-secret");
         assert!(!format!("{cfg:?}").contains("EAAG-secret"));
+    }
+
+    #[test]
+    fn routes_parse_from_the_file_with_their_steps() {
+        let cfg: Config = toml::from_str(
+            r#"
+[[routes]]
+name = "welcome"
+botID = 3941
+steps = [
+  { send_text = { text = "Hi {{user.first_name}}!" } },
+  { wait_for_reply = { timeout = 3600, save_as = "email", on_timeout = "bye" } },
+  { label = "bye", send_text = { text = "Bye" } },
+]
+"#,
+        )
+        .unwrap();
+        let r = &cfg.routes[0];
+        assert_eq!(
+            (r.org.as_str(), r.name.as_str(), r.bot_id),
+            ("default", "welcome", 3941)
+        );
+        assert_eq!(r.steps[1]["wait_for_reply"]["timeout"], 3600);
+        assert_eq!(r.steps[2]["label"], "bye");
+        crate::routes::parse_steps(&r.steps).unwrap();
     }
 }

@@ -121,6 +121,9 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
     crate::bootstrap::apply_config_bots(&ctx)
         .await
         .map_err(ServerError::Config)?;
+    crate::cmd::set_route::apply_config(&ctx)
+        .await
+        .map_err(ServerError::Config)?;
     ctx.deliveries.start_all()?;
     ctx.callbacks.start(shutdown.clone(), &tracker);
     crate::maintenance::spawn(ctx.clone(), shutdown.clone(), &tracker);

@@ -49,7 +49,7 @@ mod send_message;
 mod send_sms_message;
 mod send_text_message;
 mod send_whatsapp_template;
-mod set_route;
+pub mod set_route;
 mod set_user_data;
 mod set_user_email;
 mod set_user_name;

@@ -109,3 +109,23 @@ impl SetRoute {
         Ok(Reply::ok("SetRoute").with_data(route))
     }
 }
+
+/// Creates or replaces the config file's `[[routes]]` (after its
+/// `[[bots]]`), each validated as `SetRoute` validates it. Error: the first
+/// route that does not, naming it.
+pub async fn apply_config(ctx: &Ctx) -> Result<(), String> {
+    for r in &ctx.config.routes {
+        let what = |e: String| format!("[[routes]] {:?}: {e}", r.name);
+        let org = ctx
+            .store
+            .org(&r.org)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| what(format!("no organization {:?}", r.org)))?;
+        let body = serde_json::json!({"cmd": "SetRoute", "name": r.name, "botID": r.bot_id, "steps": r.steps});
+        let bytes = body.to_string();
+        let env = super::Envelope::parse(bytes.as_bytes()).map_err(|e| what(e.message))?;
+        let set = SetRoute::parse(&env.fields()).map_err(|e| what(e.message))?;
+        set.apply(ctx, &org).await.map_err(|e| what(e.message))?;
+    }
+    Ok(())
+}

@@ -645,3 +645,45 @@ async fn a_live_route_sends_a_template_through_the_provider_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.sends().await.len(), 1);
 }
+
+#[tokio::test]
+async fn config_file_routes_are_set_at_start_and_bad_ones_stop_it() {
+    use convgate::config::{BotConfig, RouteConfig};
+    let bot = BotConfig {
+        org: "default".into(),
+        bot_id: 8201,
+        kind: "sms".into(),
+        name: Some("Texts".into()),
+        settings: Default::default(),
+    };
+    let route = |steps: Value| RouteConfig {
+        org: "default".into(),
+        name: "from-config".into(),
+        bot_id: 8201,
+        steps: steps.as_array().unwrap().clone(),
+    };
+    let good = route(json!([{"send_text": {"text": "Hi {{user.name}}"}}]));
+    let (b, g) = (bot.clone(), good.clone());
+    let gw = spawn_with(move |c| {
+        c.bots = vec![b];
+        c.routes = vec![g];
+    })
+    .await;
+    let (_, r) = gw.cmd("GetRoutes", json!({})).await;
+    assert_eq!(r["data"][0]["name"], "from-config", "{r}");
+    assert_eq!(r["data"][0]["botID"], 8201);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.bots = vec![bot];
+    config.routes = vec![route(json!([{"send_text": {"text": "{{user.age}}"}}]))];
+    let err = convgate::server::start(config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("[[routes]] \"from-config\": step 0: unknown placeholder"),
+        "{err}"
+    );
+}
