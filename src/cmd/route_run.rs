@@ -175,7 +175,7 @@ async fn act(
         Action::SendText(text) => {
             not_with_agent(ctx, run)?;
             let body = json!({"cmd": "SendTextMessage", "uid": uid, "message": render(text), "idempotencyKey": idem});
-            Ok(mid(call(ctx, org, body).await?))
+            Ok(mid(paced(ctx, org, body).await?))
         }
         Action::SendTemplate(name, language, parameters) => {
             not_with_agent(ctx, run)?;
@@ -186,7 +186,7 @@ async fn act(
             let body = json!({"cmd": "SendWhatsAppTemplate", "botID": route.bot_id,
                 "phone": user.user.phone, "templateName": name, "language": language,
                 "parameters": parameters, "idempotencyKey": idem});
-            Ok(mid(call(ctx, org, body).await?))
+            Ok(mid(paced(ctx, org, body).await?))
         }
         Action::SetData(keys) => {
             let keys: Map<String, Value> = keys
@@ -245,6 +245,29 @@ async fn act(
             Ok(None)
         }
         Action::WaitForReply { .. } | Action::Branch { .. } | Action::End => Ok(None),
+    }
+}
+
+/// Most times a route's send waits out the per-phone rate limit.
+const PACING_ATTEMPTS: usize = 20;
+
+/// Applies a send, waiting out the per-phone rate limit (2007: the
+/// reference's one message per second to a number) as long as it asks,
+/// so consecutive send steps are paced rather than failed.
+async fn paced(ctx: &Ctx, org: &Arc<Org>, body: Value) -> Result<Reply, ApiError> {
+    let mut attempts = 0;
+    loop {
+        match call(ctx, org, body.clone()).await {
+            Err(e) if e.code == ErrorCode::PhoneRateLimited && attempts < PACING_ATTEMPTS => {
+                attempts += 1;
+                let wait = e.retry_after.unwrap_or(Duration::from_secs(1));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = ctx.shutdown.cancelled() => return Err(e),
+                }
+            }
+            other => return other,
+        }
     }
 }
 
@@ -394,9 +417,14 @@ async fn drive_inner(ctx: Ctx, mut run: Run, mut first: Option<First>) {
     }
 }
 
-/// Ends `run` as failed with `e`; `SendMessage` learns the error when
-/// nothing was sent yet.
+/// Ends `run` as failed with `e` (unless the gateway is shutting down);
+/// `SendMessage` learns the error when nothing was sent yet.
 async fn stop(ctx: &Ctx, run: &Run, first: &mut Option<First>, e: ApiError) {
+    if ctx.shutdown.is_cancelled() {
+        // Interrupted by shutdown, not failed: the step runs again after
+        // the restart.
+        return notify(first, Err(e));
+    }
     tracing::debug!(run = %run.run_id, route = %run.route, error = %e, "route run failed");
     end(ctx, run, "failed", Some(&e)).await;
     notify(first, Err(e));

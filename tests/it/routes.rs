@@ -687,3 +687,28 @@ async fn config_file_routes_are_set_at_start_and_bad_ones_stop_it() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn consecutive_sends_are_paced_by_the_phone_rate_limit_not_failed() {
+    let (gw, key) = routes_gateway(|c| c.phone_rate_limit = 1).await;
+    set_route(
+        &gw,
+        &key,
+        "pair",
+        SMS_BOT,
+        json!([{"send_text": {"text": "first"}}, {"send_text": {"text": "second"}}]),
+    )
+    .await;
+    let mut ws = route_socket(&gw, &key).await;
+    let (_, r) = gw
+        .cmd_as(
+            &key,
+            "SendMessage",
+            json!({"phone": "+14155552010", "route": "pair"}),
+        )
+        .await;
+    let uid = r["uid"].as_str().unwrap().to_string();
+    let end = route_end(&mut ws).await;
+    assert_eq!(end["data"]["outcome"], "completed", "{end}");
+    assert_eq!(sent_texts(&gw, &key, &uid).await, vec!["first", "second"]);
+}
