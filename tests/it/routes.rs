@@ -30,26 +30,22 @@ async fn routes_gateway(
         .cmd("CreateApiKey", json!({"name": "dev", "mode": "test"}))
         .await;
     let key = r["data"]["key"].as_str().unwrap().to_string();
-    for (bot, kind) in [(SMS_BOT, "sms"), (TG_BOT, "telegram")] {
-        let (s, r) = gw
-            .cmd("CreateBot", json!({"botID": bot, "kind": kind}))
-            .await;
-        assert_eq!(s, 200, "{r}");
-    }
-    let (s, r) = gw
-        .cmd(
+    let setup = [
+        ("CreateBot", json!({"botID": SMS_BOT, "kind": "sms"})),
+        ("CreateBot", json!({"botID": TG_BOT, "kind": "telegram"})),
+        (
             "CreateAgent",
             json!({"email": "ann@example.com", "name": "Ann"}),
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
-    let (s, r) = gw
-        .cmd(
+        ),
+        (
             "CreateAgent",
             json!({"email": "bob@example.com", "name": "Bob"}),
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
+        ),
+    ];
+    for (cmd, fields) in setup {
+        let (s, r) = gw.cmd(cmd, fields).await;
+        assert_eq!(s, 200, "{r}");
+    }
     let (s, r) = gw
         .cmd_as(&key, "CreateUserTag", json!({"tag": "Lead"}))
         .await;
@@ -569,7 +565,7 @@ async fn a_waiting_run_survives_a_restart_and_sends_nothing_twice() {
 
 #[tokio::test]
 async fn a_live_route_sends_a_template_through_the_provider_once() {
-    use crate::whatsapp::{FakeGraph, ACCESS_TOKEN, APP_SECRET, BOT, PNID, VERIFY_TOKEN, WABA};
+    use crate::whatsapp::{FakeGraph, BOT};
     let fake = FakeGraph::start().await;
     let base = fake.base();
     let mut gw = spawn_with(|c| {
@@ -577,15 +573,7 @@ async fn a_live_route_sends_a_template_through_the_provider_once() {
         c.phone_rate_limit = 1000;
     })
     .await;
-    let (s, r) = gw
-        .cmd(
-            "CreateBot",
-            json!({"botID": BOT, "kind": "whatsapp", "name": "Support",
-                "phone_number_id": PNID, "waba_id": WABA, "access_token": ACCESS_TOKEN,
-                "app_secret": APP_SECRET, "verify_token": VERIFY_TOKEN}),
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
+    crate::whatsapp::create_bot(&gw).await;
     gw.cmd(
         "CreateAgent",
         json!({"email": "ann@example.com", "name": "Ann"}),

@@ -238,6 +238,12 @@ async fn wa_gateway(
         tweak(c);
     })
     .await;
+    create_bot(&gw).await;
+    gw
+}
+
+/// Creates the WhatsApp bot `BOT` with the fake Graph's credentials.
+pub(crate) async fn create_bot(gw: &TestGateway) {
     let (s, r) = gw
         .cmd(
             "CreateBot",
@@ -247,7 +253,6 @@ async fn wa_gateway(
         )
         .await;
     assert_eq!(s, 200, "{r}");
-    gw
 }
 
 pub(crate) fn channel_url(gw: &TestGateway, bot: u64) -> String {
