@@ -17,7 +17,8 @@
 //! # Errors
 //! 1009/1006/1007 phone, 1011 missing route, 1014 route over 256
 //! characters, 1012 unknown route, 1013 message over 2000 characters, 1017
-//! `userdata` not an object, 2001 the user is chatting to an agent
+//! `userdata` not an object, 1016 a route on a bot without phone numbers
+//! (Telegram: start it with `SetUserData`), 2001 the user is chatting to an agent
 //! (nothing runs), and the error of the route's first send when it fails
 //! before sending anything (e.g. 2006).
 
