@@ -150,6 +150,16 @@ async fn routes_are_validated_as_a_whole_listed_and_deleted() {
         );
     }
     set_route(&gw, &key, "welcome", SMS_BOT, ok.clone()).await;
+    set_route(&gw, &key, "tg", TG_BOT, ok.clone()).await;
+    let (_, r) = gw
+        .cmd_as(
+            &key,
+            "SendMessage",
+            json!({"phone": "+14155552001", "route": "tg"}),
+        )
+        .await;
+    assert_eq!(r["errorCode"], 1016, "a Telegram route has no phone: {r}");
+    gw.cmd_as(&key, "DeleteRoute", json!({"name": "tg"})).await;
     // Routes are shared by the organization and its sandbox, like bots.
     let (_, r) = gw.cmd("GetRoutes", json!({})).await;
     assert_eq!(r["data"][0]["name"], "welcome", "{r}");
