@@ -82,6 +82,10 @@ pub struct Config {
     pub max_agents_per_org: usize,
     /// Most routes per organization. Default 1000.
     pub max_routes_per_org: usize,
+    /// Most delivery callbacks an organization may have queued (not yet
+    /// delivered or given up); a send with `webhookURL` over it is 1017.
+    /// Default 100,000.
+    pub max_pending_callbacks_per_org: usize,
     /// `text` (default; ANSI colours only on a terminal) or `json` (one
     /// JSON object per line, for log collectors).
     pub log_format: String,
@@ -229,6 +233,7 @@ impl Default for Config {
             max_bots_per_org: 100,
             max_agents_per_org: 1000,
             max_routes_per_org: 1000,
+            max_pending_callbacks_per_org: 100_000,
             log_format: "text".into(),
             socket_queue: 1024,
             write_timeout: 10.0,
@@ -343,6 +348,9 @@ pub struct ServeArgs {
     /// Most routes per organization [default: 1000].
     #[arg(long, env = "CONVGATE_MAX_ROUTES_PER_ORG")]
     pub max_routes_per_org: Option<usize>,
+    /// Most queued delivery callbacks per organization [default: 100000].
+    #[arg(long, env = "CONVGATE_MAX_PENDING_CALLBACKS_PER_ORG")]
+    pub max_pending_callbacks_per_org: Option<usize>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "CONVGATE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -458,6 +466,7 @@ impl Config {
             max_connections_per_ip, header_read_timeout, body_read_timeout, keepalive_timeout,
             tls_handshake_timeout, connect_timeout, auth_failure_limit, max_user_data_bytes,
             max_tags_per_user, max_tags_per_org, max_bots_per_org, max_agents_per_org, max_routes_per_org,
+            max_pending_callbacks_per_org,
             log_format,
             rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
             sandbox_ack_delays,

@@ -175,7 +175,9 @@ pub struct Outbound {
 /// when the user is disabled), calls the provider (transient failures
 /// retried by the channel), and records the provider id or the failure
 /// (ack -1/-2, with its callback; a recipient who opted out is disabled,
-/// `onUserDisable`, and the reply is 2006). `ok_reply(mid)` is the
+/// `onUserDisable`, and the reply is 2006); with a callback, 1017 and nothing
+/// stored when the organization has `max_pending_callbacks_per_org` queued.
+/// `ok_reply(mid)` is the
 /// reply on success; under an idempotency key it is stored with the message,
 /// so a retry after a crash replays it rather than sending twice.
 pub async fn send(
@@ -186,6 +188,14 @@ pub async fn send(
     mut out: Outbound,
     ok_reply: impl Fn(&str) -> Reply,
 ) -> Result<Reply, ApiError> {
+    let max = ctx.config.max_pending_callbacks_per_org;
+    if out.callback.is_some() && ctx.store.pending_callbacks(&org.id) >= max {
+        return Err(ApiError::over_cap(
+            "queued delivery callbacks",
+            max,
+            "max_pending_callbacks_per_org",
+        ));
+    }
     let idem = out.idem.take();
     let idem = idem.as_ref();
     let cmd = out.cmd;

@@ -68,8 +68,42 @@ impl Store {
             batch.insert(format!("cbf/{id}").into_bytes(), encode(job));
         }
         self.inner.db.apply_batch(batch)?;
+        if next.is_none() {
+            let mut pending = self
+                .inner
+                .pending_callbacks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = pending.get_mut(&job.org) {
+                *n = n.saturating_sub(1);
+            }
+        }
         Ok(())
     }
+
+    /// Delivery callbacks of `org` queued and not yet delivered or given up.
+    pub fn pending_callbacks(&self, org: &str) -> usize {
+        self.inner
+            .pending_callbacks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(org)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Counts the queued callbacks of each organization (at open).
+pub(super) fn count_by_org(
+    db: &sled::Db,
+) -> Result<std::collections::HashMap<String, usize>, StoreError> {
+    let mut counts = std::collections::HashMap::new();
+    for kv in db.scan_prefix(b"cbq/") {
+        let (_, v) = kv?;
+        let job: CallbackJob = serde_json::from_slice(&v)?;
+        *counts.entry(job.org).or_default() += 1;
+    }
+    Ok(counts)
 }
 
 impl WriteTx<'_> {
@@ -77,5 +111,6 @@ impl WriteTx<'_> {
     pub fn queue_callback(&mut self, job: &CallbackJob, due_ms: i64) {
         let id = uuid::Uuid::now_v7().simple().to_string();
         self.batch.insert(cbq_key(due_ms, &id), encode(job));
+        self.callbacks_queued += 1;
     }
 }

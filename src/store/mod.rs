@@ -120,6 +120,9 @@ struct Inner {
     durable: RwLock<HashMap<String, u64>>,
     /// When each API key was last used, by `org/key`.
     key_use: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicI64>>>,
+    /// Delivery callbacks queued and not yet settled, by organization
+    /// (counted from `cbq/` at open; kept with each write and settlement).
+    pending_callbacks: Mutex<HashMap<String, usize>>,
     /// Organizations by token hash, as read: every command authenticates,
     /// so this spares two reads and a decode per command. Emptied by every
     /// write that changes an organization or a token.
@@ -177,7 +180,12 @@ impl Store {
             orgs_by_token: RwLock::default(),
             durable: RwLock::default(),
             key_use: Mutex::default(),
+            pending_callbacks: Mutex::default(),
         });
+        *inner
+            .pending_callbacks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = callbacks::count_by_org(&inner.db)?;
         // The flusher holds no strong reference: when the last handle drops,
         // sled closes and releases the data dir's lock at once.
         tokio::spawn(flusher(Arc::downgrade(&inner), flush_rx, on_durable));
@@ -266,6 +274,7 @@ impl Store {
                 staged_users: HashMap::new(),
                 track_users: false,
                 closed_seq: None,
+                callbacks_queued: 0,
             };
             let out = f(&mut tx)?;
             let WriteTx {
@@ -273,6 +282,7 @@ impl Store {
                 events,
                 last_seq,
                 orgs_changed,
+                callbacks_queued,
                 ..
             } = tx;
             if let Some(seq) = last_seq {
@@ -296,6 +306,15 @@ impl Store {
                 }
             }
             self.inner.db.apply_batch(batch).map_err(StoreError::from)?;
+            if callbacks_queued > 0 {
+                *self
+                    .inner
+                    .pending_callbacks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(org.to_string())
+                    .or_default() += callbacks_queued;
+            }
             if orgs_changed {
                 let mut cache = self.org_cache_write();
                 cache.generation += 1;
@@ -360,6 +379,8 @@ pub struct WriteTx<'a> {
     track_users: bool,
     /// The last close sequence this write assigned.
     closed_seq: Option<u64>,
+    /// Delivery callbacks this write queues.
+    callbacks_queued: usize,
 }
 
 impl WriteTx<'_> {

@@ -499,3 +499,61 @@ async fn the_sandbox_log_is_trimmed_like_the_live_one() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn queued_delivery_callbacks_are_capped_per_organization() {
+    // A receiver that keeps failing: every callback stays queued.
+    let down = receiver(500).await;
+    let mut gw = spawn_with(|c| {
+        c.allow_private_webhooks = true;
+        c.sandbox_ack_delays = vec![0.0];
+        c.webhook_retry_schedule = vec![0.0, 600.0];
+        c.max_pending_callbacks_per_org = 1;
+        c.phone_rate_limit = 1000;
+    })
+    .await;
+    let test = create_key(&gw, "dev", "test").await;
+    gw.cmd("CreateBot", json!({"botID": 7401, "kind": "sms"}))
+        .await;
+    let send = |phone: &'static str| json!({"botID": 7401, "phone": phone, "message": "x", "webhookURL": down.uri()});
+    let (s, r) = gw
+        .cmd_as(&test, "SendSMSMessage", send("+14155552501"))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    // Once its "sent" callback is queued, the next send with a callback is
+    // refused and nothing of it is stored; sends without one still go.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let (_, r) = gw
+            .cmd_as(&test, "SendSMSMessage", send("+14155552502"))
+            .await;
+        if r["ok"] == 0 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never capped: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused["errorCode"], 1017, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_pending_callbacks_per_org"),
+        "{refused}"
+    );
+    let (s, r) = gw
+        .cmd_as(
+            &test,
+            "SendSMSMessage",
+            json!({"botID": 7401, "phone": "+14155552503", "message": "x"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    // The count is rebuilt from the durable outbox after a restart.
+    gw.stop().await;
+    gw.restart().await;
+    let (_, r) = gw
+        .cmd_as(&test, "SendSMSMessage", send("+14155552505"))
+        .await;
+    assert_eq!(r["errorCode"], 1017, "{r}");
+}
