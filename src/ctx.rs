@@ -18,6 +18,9 @@ use crate::store::Store;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+/// How often a key's last use is written to the store, in ms.
+const KEY_USE_PERSIST_MS: i64 = 60_000;
+
 /// Everything a command needs.
 #[derive(Clone)]
 pub struct Ctx {
@@ -114,8 +117,17 @@ impl Ctx {
                 "API access is disabled for this organization",
             )),
             Some(org) => {
-                org.last_used
-                    .store(crate::time::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                let now = crate::time::now_ms();
+                let before = org
+                    .last_used
+                    .swap(now, std::sync::atomic::Ordering::Relaxed);
+                // Kept across restarts, written at most once a minute per key.
+                if now - before >= KEY_USE_PERSIST_MS {
+                    let live = crate::model::live_id(&org.id);
+                    if let Err(e) = self.store.note_key_use(live, &org.key, now) {
+                        tracing::warn!(error = %e, "recording a key's last use failed");
+                    }
+                }
                 Ok(Caller::Org(org))
             }
             None => Err(ApiError::new(ErrorCode::InvalidToken, "invalid API token")),

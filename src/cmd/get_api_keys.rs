@@ -4,7 +4,8 @@
 //! # Format
 //! `{"cmd":"GetApiKeys"}` →
 //! `{"ok":1,"cmd":"GetApiKeys","data":[{"name":"default","mode":"live","created":"…","lastUsed":"…"},{"name":"crm-dev","mode":"test","created":"…","lastUsed":null}]}`.
-//! `lastUsed`: since the gateway started.
+//! `lastUsed`: ISO 8601 UTC, exact while the gateway runs and kept across
+//! restarts to the minute (`null`: never used).
 //!
 //! # Errors
 //! 1001 with a test key.

@@ -96,10 +96,31 @@ impl Store {
         lock.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The last-use cell of key `key` of `org` (made on first use).
-    pub fn key_use(&self, org: &str, key: &str) -> Arc<std::sync::atomic::AtomicI64> {
+    /// The last-use cell of key `key` of `org` (Unix ms, 0 = never), made
+    /// on first use from the last use recorded by [`Store::note_key_use`].
+    pub fn key_use(&self, org: &str, key_name: &str) -> Arc<std::sync::atomic::AtomicI64> {
         let mut map = self.inner.key_use.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(format!("{org}/{key}")).or_default().clone()
+        map.entry(format!("{org}/{key_name}"))
+            .or_insert_with(|| {
+                let stored = self
+                    .get_u64(&key(&["kus", org, key_name]))
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                Arc::new(std::sync::atomic::AtomicI64::new(stored as i64))
+            })
+            .clone()
+    }
+
+    /// Records that key `key` of `org` was used at `at_ms`, so `GetApiKeys`
+    /// shows it after a restart. Bookkeeping: written without waiting for
+    /// a flush (a crash loses at most the last minute's use).
+    pub fn note_key_use(&self, org: &str, key_name: &str, at_ms: i64) -> Result<(), StoreError> {
+        self.inner.db.insert(
+            key(&["kus", org, key_name]),
+            &(at_ms.max(0) as u64).to_be_bytes(),
+        )?;
+        Ok(())
     }
 
     /// The named API keys of `org`, by name.
@@ -170,6 +191,7 @@ impl WriteTx<'_> {
         let org = crate::model::live_id(self.org);
         self.batch.remove(key(&["key", org, &k.name]));
         self.batch.remove(key(&["kix", &k.sha256]));
+        self.batch.remove(key(&["kus", org, &k.name]));
         self.orgs_changed = true;
     }
 }

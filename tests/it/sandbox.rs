@@ -557,3 +557,33 @@ async fn queued_delivery_callbacks_are_capped_per_organization() {
         .await;
     assert_eq!(r["errorCode"], 1017, "{r}");
 }
+
+#[tokio::test]
+async fn a_keys_last_use_is_kept_across_a_restart() {
+    let mut gw = spawn_gateway().await;
+    let used = create_key(&gw, "used", "live").await;
+    create_key(&gw, "idle", "test").await;
+    let (s, _) = gw.cmd_as(&used, "GetUsers", json!({})).await;
+    assert_eq!(s, 200);
+    let last_use = |r: &Value, name: &str| {
+        r["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == name)
+            .map(|k| k["lastUsed"].clone())
+            .unwrap()
+    };
+    let (_, before) = gw.cmd("GetApiKeys", json!({})).await;
+    assert!(last_use(&before, "used").is_string(), "{before}");
+    assert!(last_use(&before, "idle").is_null(), "{before}");
+    gw.stop().await;
+    gw.restart().await;
+    let (_, after) = gw.cmd("GetApiKeys", json!({})).await;
+    assert_eq!(
+        last_use(&after, "used"),
+        last_use(&before, "used"),
+        "{after}"
+    );
+    assert!(last_use(&after, "idle").is_null(), "{after}");
+}
