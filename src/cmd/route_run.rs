@@ -343,11 +343,10 @@ async fn drive_inner(ctx: Ctx, mut run: Run, mut first: Option<First>) {
             Ok(Some(now)) if now.run_id == run.run_id => run = now,
             _ => return notify(&mut first, Ok(None)),
         }
-        let fail = |e: ApiError| e;
         let (route, steps) = match ctx.store.route(&run.org, &run.route) {
             Ok(Some(r)) => match parse_steps(&r.steps) {
                 Ok(steps) => (r, steps),
-                Err(e) => return stop(&ctx, &run, &mut first, fail(e)).await,
+                Err(e) => return stop(&ctx, &run, &mut first, e).await,
             },
             Ok(None) => {
                 let e = ApiError::new(ErrorCode::UnknownRoute, "the route was deleted");
@@ -534,9 +533,24 @@ pub async fn fire_timers(ctx: &Ctx) {
             _ => None,
         };
         let Some(pc) = on_timeout else {
-            ACTOR
-                .scope(Actor::route(&route), end(ctx, &run, "timed_out", None))
+            // Only if still waiting: a reply may have claimed it meanwhile.
+            let timed_out = ACTOR
+                .scope(Actor::route(&route), async {
+                    ctx.store
+                        .write(&org, |tx| {
+                            if tx.store().run(&org, &uid, &route)?.as_ref() != Some(&run) {
+                                return Ok::<_, ApiError>(());
+                            }
+                            tx.delete_run(&run);
+                            tx.emit(on_route_end(&run, "timed_out", None))?;
+                            Ok(())
+                        })
+                        .await
+                })
                 .await;
+            if let Err(e) = timed_out {
+                tracing::error!(run = %run.run_id, error = %e, "ending a timed-out route run failed");
+            }
             continue;
         };
         let mut next = run.clone();
