@@ -113,13 +113,6 @@ pub enum Action {
     End,
 }
 
-impl Action {
-    /// Whether the step sends a message.
-    pub fn sends(&self) -> bool {
-        matches!(self, Action::SendText(_) | Action::SendTemplate(..))
-    }
-}
-
 /// One parsed step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {

@@ -512,6 +512,14 @@ pub async fn on_reply(ctx: &Ctx, org: &str, uid: &str, text: &str) {
     }
 }
 
+/// [`on_reply`] for each `(uid, text)` of a provider webhook or a
+/// simulated message ([`crate::messages::Applied::replies`]), in order.
+pub async fn on_replies(ctx: &Ctx, org: &str, replies: &[(String, String)]) {
+    for (uid, text) in replies {
+        on_reply(ctx, org, uid, text).await;
+    }
+}
+
 /// Continues or ends every run whose wait timed out: at `on_timeout`, or
 /// ended `timed_out` without one. Each is claimed in one durable write.
 pub async fn fire_timers(ctx: &Ctx) {

@@ -142,9 +142,7 @@ impl SimulateInbound {
         )
         .await?;
         // As after a provider's webhook: waiting route runs resume.
-        for (uid, text) in applied.replies {
-            super::route_run::on_reply(ctx, &org.id, &uid, &text).await;
-        }
+        super::route_run::on_replies(ctx, &org.id, &applied.replies).await;
         Ok(Reply::ok("SimulateInbound")
             .with_field("uid", make_uid(bot.id, bot.kind, &from))
             .with_field("providerMessageId", provider_id))

@@ -103,7 +103,14 @@ pub async fn notify(
     {
         Ok(a) => {
             tracing::debug!(bot = bot_id, ?a, "provider webhook applied");
-            resume_routes(ctx, &org, a.replies);
+            // Waiting route runs resume in the background: the provider's
+            // answer does not wait for them.
+            if !a.replies.is_empty() {
+                let (c, org) = (ctx.clone(), org.clone());
+                ctx.tasks.spawn(async move {
+                    crate::cmd::route_run::on_replies(&c, &org, &a.replies).await
+                });
+            }
             reply(channel.accepted())
         }
         Err(e) => {
@@ -111,18 +118,4 @@ pub async fn notify(
             status(500, "not stored\n")
         }
     }
-}
-
-/// Resumes the route runs waiting for these users' replies, in order, in
-/// the background (the provider's answer does not wait for them).
-pub fn resume_routes(ctx: &crate::ctx::Ctx, org: &str, replies: Vec<(String, String)>) {
-    if replies.is_empty() {
-        return;
-    }
-    let (ctx, org) = (ctx.clone(), org.to_string());
-    ctx.tasks.clone().spawn(async move {
-        for (uid, text) in replies {
-            crate::cmd::route_run::on_reply(&ctx, &org, &uid, &text).await;
-        }
-    });
 }
