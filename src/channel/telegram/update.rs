@@ -165,7 +165,7 @@ impl Update {
                     phone: None,
                     profile: user.profile,
                     provider_id: provider_id(m.chat.id, m.message_id),
-                    at_ms: (m.date > 0).then_some(m.date * 1000),
+                    at_ms: (m.date > 0).then(|| m.date.checked_mul(1000)).flatten(),
                     typ: typ.into(),
                     text: text.unwrap_or_default(),
                     media_id: media,

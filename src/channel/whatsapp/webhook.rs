@@ -353,13 +353,23 @@ impl Notification {
 }
 
 /// Unix ms of a Graph timestamp (Unix seconds as a string).
+/// Unix seconds as given by Meta (`timestamp`, a string) in ms; `None`
+/// for text or a value out of range.
 fn unix_ms(s: &str) -> Option<i64> {
-    s.parse::<i64>().ok().map(|s| s * 1000)
+    s.parse::<i64>().ok().and_then(|s| s.checked_mul(1000))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_out_of_range_are_unknown_not_a_panic() {
+        assert_eq!(unix_ms("1603059201"), Some(1_603_059_201_000));
+        // Found by the whatsapp fuzz target.
+        assert_eq!(unix_ms("2650555123222901293"), None);
+        assert_eq!(unix_ms("soon"), None);
+    }
 
     #[test]
     fn signature_matches_meta_format() {
