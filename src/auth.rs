@@ -15,6 +15,10 @@ pub enum Caller {
     Org(std::sync::Arc<Org>),
     /// The instance administrator (`admin_token`).
     Admin,
+    /// An agent signed in to the console: its organization (live) and
+    /// email. Runs only the commands an agent works with
+    /// ([`crate::cmd::Command::open_to_agents`]), as that agent.
+    Agent(std::sync::Arc<Org>, std::sync::Arc<str>),
 }
 
 impl Caller {
@@ -24,6 +28,7 @@ impl Caller {
         match self {
             Caller::Org(o) => crate::model::Actor::api(&o.key),
             Caller::Admin => crate::model::Actor::admin(),
+            Caller::Agent(_, email) => crate::model::Actor::agent(email),
         }
     }
 
@@ -35,7 +40,7 @@ impl Caller {
     /// The organization id, or `None` for the admin.
     pub fn org_id(&self) -> Option<&str> {
         match self {
-            Caller::Org(o) => Some(&o.id),
+            Caller::Org(o) | Caller::Agent(o, _) => Some(&o.id),
             Caller::Admin => None,
         }
     }

@@ -26,6 +26,9 @@ pub enum Kick {
     Disabled,
     /// The server is shutting down (close code 1001).
     ShuttingDown,
+    /// An agent's console session ended: signed out, expired, or the
+    /// agent's password changed or the agent was deleted (close 1008).
+    SignedOut,
 }
 
 /// Cheap, cloneable handle to the bus.
@@ -71,6 +74,7 @@ impl KickCell {
                 2 => return Kick::TokenReset,
                 3 => return Kick::Disabled,
                 4 => return Kick::ShuttingDown,
+                5 => return Kick::SignedOut,
                 _ => notified.await,
             }
         }
@@ -195,9 +199,15 @@ impl Bus {
         format!("{}/{key}", crate::model::live_id(org))
     }
 
-    /// Tells every live socket of every key of `org` to close for `why`.
+    /// Tells every live socket of every key of `org` (and every agent's
+    /// console) to close for `why`.
     pub fn kick_org(&self, org: &str, why: Kick) {
-        let prefix = format!("{}/", crate::model::live_id(org));
+        self.kick_prefix(&format!("{}/", crate::model::live_id(org)), why);
+    }
+
+    /// Tells every live socket of every group whose name starts with
+    /// `prefix` to close for `why`.
+    pub fn kick_prefix(&self, prefix: &str, why: Kick) {
         let mut sessions = self
             .inner
             .sessions
@@ -205,7 +215,7 @@ impl Bus {
             .unwrap_or_else(|p| p.into_inner());
         let groups: Vec<String> = sessions
             .keys()
-            .filter(|g| g.starts_with(&prefix))
+            .filter(|g| g.starts_with(prefix))
             .cloned()
             .collect();
         for g in groups {

@@ -86,6 +86,13 @@ pub struct Config {
     /// delivered or given up); a send with `webhookURL` over it is 1017.
     /// Default 100,000.
     pub max_pending_callbacks_per_org: usize,
+    /// Seconds an agent's console session lasts after sign-in. Default
+    /// 43200 (12 h).
+    pub console_session_ttl: f64,
+    /// Console sign-in attempts per minute per email and per client
+    /// address (each with an equal burst); over it: 429. 0 disables.
+    /// Default 10.
+    pub console_sign_in_limit: u32,
     /// `text` (default; ANSI colours only on a terminal) or `json` (one
     /// JSON object per line, for log collectors).
     pub log_format: String,
@@ -234,6 +241,8 @@ impl Default for Config {
             max_agents_per_org: 1000,
             max_routes_per_org: 1000,
             max_pending_callbacks_per_org: 100_000,
+            console_session_ttl: 43_200.0,
+            console_sign_in_limit: 10,
             log_format: "text".into(),
             socket_queue: 1024,
             write_timeout: 10.0,
@@ -351,6 +360,12 @@ pub struct ServeArgs {
     /// Most queued delivery callbacks per organization [default: 100000].
     #[arg(long, env = "CONVGATE_MAX_PENDING_CALLBACKS_PER_ORG")]
     pub max_pending_callbacks_per_org: Option<usize>,
+    /// Seconds a console session lasts [default: 43200].
+    #[arg(long, env = "CONVGATE_CONSOLE_SESSION_TTL")]
+    pub console_session_ttl: Option<f64>,
+    /// Console sign-ins per minute per email and per address, 0 = unlimited [default: 10].
+    #[arg(long, env = "CONVGATE_CONSOLE_SIGN_IN_LIMIT")]
+    pub console_sign_in_limit: Option<u32>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "CONVGATE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -466,7 +481,7 @@ impl Config {
             max_connections_per_ip, header_read_timeout, body_read_timeout, keepalive_timeout,
             tls_handshake_timeout, connect_timeout, auth_failure_limit, max_user_data_bytes,
             max_tags_per_user, max_tags_per_org, max_bots_per_org, max_agents_per_org, max_routes_per_org,
-            max_pending_callbacks_per_org,
+            max_pending_callbacks_per_org, console_session_ttl, console_sign_in_limit,
             log_format,
             rate_limit, log, allow_private_webhooks, webhook_timeout, webhook_retry_schedule,
             sandbox_ack_delays,
@@ -545,6 +560,9 @@ impl Config {
                 .any(|d| !d.is_finite() || *d < 0.0)
         {
             return bad("provider_timeout and template_refresh must be positive, provider_retry_schedule delays >= 0");
+        }
+        if !positive(self.console_session_ttl) {
+            return bad("console_session_ttl must be positive seconds");
         }
         if !positive(self.event_retention) || self.event_retention_count == 0 {
             return bad("event_retention and event_retention_count must be positive");

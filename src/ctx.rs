@@ -85,7 +85,8 @@ impl Ctx {
                     config.send_rate_limit,
                     config.phone_rate_limit,
                 )
-                .with_auth_failures(config.auth_failure_limit),
+                .with_auth_failures(config.auth_failure_limit)
+                .with_sign_ins(config.console_sign_in_limit),
             ),
             admin_sha256: config
                 .admin_token

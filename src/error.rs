@@ -90,6 +90,15 @@ pub enum ErrorCode {
     /// 4100 (extension; 4100–4199 are convgate's own): the events asked for
     /// are no longer in the log, or the epoch differs — re-read state.
     CannotResume = 4100,
+    /// 4101 (extension): a console password shorter than 12 or longer than
+    /// 1024 characters (`SetAgentPassword`, `CreateAgent`).
+    InvalidPassword = 4101,
+    /// 4102 (extension): the command is not open to an agent's console
+    /// session, or names another agent in `agentEmail`.
+    AgentForbidden = 4102,
+    /// 4103 (extension): console sign-in refused — wrong email or password
+    /// (never says which), or the session is missing, expired or revoked.
+    SignInFailed = 4103,
     /// 3000 No WhatsApp Templates exist for this ChatBot.
     NoTemplates = 3000,
     /// 3001 No WhatsApp template exists for this name and language.
@@ -190,7 +199,8 @@ impl ApiError {
 /// HTTP status for a numeric `errorCode`; see [`ErrorCode::http_status`].
 pub fn status_of(code: u16) -> u16 {
     match code {
-        1000 | 1001 => 401,
+        1000 | 1001 | 4103 => 401,
+        4102 => 403,
         1005 | 1015 | 1020 | 3053 => 404,
         2007 | 2008 => 429,
         2000 | 2003 | 2004 => 500,

@@ -53,6 +53,7 @@ pub mod bus;
 pub mod channel;
 pub mod cmd;
 pub mod config;
+pub mod console;
 pub mod conversations;
 pub mod ctx;
 pub mod delivery;

@@ -65,6 +65,9 @@ pub struct Limits {
     auth: Option<Keyed<std::net::IpAddr>>,
     /// Failed authentications since start (`/metrics`).
     auth_failures: std::sync::atomic::AtomicU64,
+    /// Console sign-ins per minute per email and per address
+    /// (`console_sign_in_limit`).
+    sign_ins: Option<Keyed<String>>,
     /// Commands per token (`rate_limit`).
     commands: Option<Limit<String>>,
     /// Messages per token (`send_rate_limit`, reference: 10/s).
@@ -79,6 +82,7 @@ impl Limits {
     pub fn new(commands: u32, sends: u32, phones: u32) -> Limits {
         Limits {
             auth: None,
+            sign_ins: None,
             auth_failures: Default::default(),
             commands: Limit::new(commands),
             sends: Limit::new(sends),
@@ -95,6 +99,31 @@ impl Limits {
                 .with_middleware::<StateInformationMiddleware>()
         });
         self
+    }
+
+    /// These limits with at most `per_minute` console sign-ins per minute
+    /// per email and per client address (burst equal); 0: unlimited.
+    pub fn with_sign_ins(mut self, per_minute: u32) -> Limits {
+        self.sign_ins = NonZeroU32::new(per_minute).map(|n| {
+            RateLimiter::keyed(Quota::per_minute(n)).with_middleware::<StateInformationMiddleware>()
+        });
+        self
+    }
+
+    /// Takes one console sign-in for `email` (lowercase) from `ip`.
+    /// Errors: the wait until both may try again.
+    pub fn sign_in(&self, email: &str, ip: std::net::IpAddr) -> Result<(), Duration> {
+        let Some(l) = &self.sign_ins else {
+            return Ok(());
+        };
+        let now = DefaultClock::default().now();
+        let by_ip = l.check_key(&format!("ip {ip}"));
+        let by_email = l.check_key(&format!("email {email}"));
+        match (by_ip, by_email) {
+            (Ok(_), Ok(_)) => Ok(()),
+            (Err(a), Err(b)) => Err(a.wait_time_from(now).max(b.wait_time_from(now))),
+            (Err(n), _) | (_, Err(n)) => Err(n.wait_time_from(now)),
+        }
     }
 
     /// Counts a failed authentication from `ip`. Errors: the wait until
@@ -162,6 +191,9 @@ impl Limits {
             l.limiter.retain_recent();
         }
         if let Some(l) = &self.auth {
+            l.retain_recent();
+        }
+        if let Some(l) = &self.sign_ins {
             l.retain_recent();
         }
     }

@@ -54,10 +54,12 @@ async fn main() -> anyhow::Result<()> {
     match &gateway.ctx.config.public_base_url {
         Some(base) => tracing::info!(
             providers = %format!("{}/channels/{{kind}}/{{botID}}", base.trim_end_matches('/')),
-            "provider webhooks (public_base_url)"
+            console = %format!("{}/console", base.trim_end_matches('/')),
+            "provider webhooks and agent console (public_base_url)"
         ),
         None => tracing::info!(
-            "public_base_url is not set: SMS webhooks cannot be verified, sends ask for no status callbacks"
+            console = %format!("{}/console", gateway.api_url().trim_end_matches("/api")),
+            "public_base_url is not set: SMS webhooks cannot be verified, sends ask for no status callbacks, users' url is empty"
         ),
     }
     shutdown.await;

@@ -3,7 +3,7 @@
 //! conversations, trims each organization's event log to `event_retention`
 //! and `event_retention_count` (never past what its webhook still has to
 //! deliver), syncs stale template caches, drops idempotency records older
-//! than 24 hours, and shrinks the rate limiters. Stops on shutdown.
+//! than 24 hours, ends expired console sessions, and shrinks the rate limiters. Stops on shutdown.
 
 use crate::ctx::Ctx;
 use crate::time::now_ms;
@@ -38,6 +38,9 @@ pub fn spawn(ctx: Ctx, shutdown: CancellationToken, tracker: &TaskTracker) {
                 .expire_idempotent(now_ms() - crate::idempotency::TTL_MS)
             {
                 tracing::error!(error = %e, "expiring idempotency keys failed");
+            }
+            if let Err(e) = crate::console::expire(&ctx) {
+                tracing::error!(error = %e, "expiring console sessions failed");
             }
             ctx.limits.shrink();
         }

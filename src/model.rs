@@ -248,6 +248,43 @@ pub struct Agent {
     pub created: String,
 }
 
+/// An agent's console password (extension `SetAgentPassword`): its
+/// Argon2id hash in PHC string form, and the generation that sessions
+/// signed in with it carry. Setting a password bumps the generation, which
+/// ends every session of the agent. `Debug` never prints the hash.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentPassword {
+    /// `$argon2id$v=19$m=…,t=…,p=…$salt$hash`.
+    pub phc: String,
+    /// Sessions are valid only while they carry this generation.
+    pub generation: u64,
+}
+
+impl std::fmt::Debug for AgentPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentPassword")
+            .field("phc", &"[redacted]")
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// A signed-in console session, stored under the SHA-256 of its id (the
+/// cookie's value is never stored).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// The agent's (live) organization.
+    pub org: String,
+    /// The agent's email as created.
+    pub email: String,
+    /// [`AgentPassword::generation`] at sign-in.
+    pub generation: u64,
+    /// Unix ms of the sign-in.
+    pub created_ms: i64,
+    /// Unix ms after which the session is refused (`console_session_ttl`).
+    pub expires_ms: i64,
+}
+
 /// A send's reply kept under its idempotency key for 24 hours.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdempotentReply {

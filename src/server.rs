@@ -117,6 +117,12 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
         shutdown.clone(),
     )
     .with_tasks(tracker.clone());
+    if let Some(base) = &config.public_base_url {
+        let linked = ctx.store.set_console_base(base).await?;
+        if linked > 0 {
+            tracing::info!(users = linked, "console links given to users");
+        }
+    }
     let bootstrap_token = crate::bootstrap::bootstrap(&ctx).await?;
     crate::bootstrap::apply_config_bots(&ctx)
         .await

@@ -4,10 +4,13 @@
 //! # Format
 //! `{"cmd":"CreateAgent","email":"john@company.com","name":"John Smith"}` →
 //! `{"ok":1,"cmd":"CreateAgent","data":{"aid":1,"email":"john@company.com","name":"John Smith","created":"…"}}`.
-//! An existing email (any case) is renamed; its `aid` stays.
+//! An existing email (any case) is renamed; its `aid` stays. An optional
+//! `password` (12 to 1024 characters) lets the agent sign in to the
+//! console, as `SetAgentPassword` would.
 //!
 //! # Errors
-//! 1024 missing or invalid email, 1022 missing or invalid name.
+//! 1024 missing or invalid email, 1022 missing or invalid name, 4101
+//! invalid password.
 
 use super::Fields;
 use crate::ctx::Ctx;
@@ -22,6 +25,7 @@ use crate::time::now_iso;
 pub struct CreateAgent {
     email: Email,
     name: UserName,
+    password: Option<crate::secrets::Secret>,
 }
 
 impl CreateAgent {
@@ -37,11 +41,16 @@ impl CreateAgent {
                 ErrorCode::InvalidName,
                 ErrorCode::InvalidName,
             )?)?,
+            password: super::set_agent_password::password(f)?,
         })
     }
 
     /// Stores the agent durably and replies with it.
     pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
+        let phc = match &self.password {
+            Some(p) => Some(crate::console::hash_password(p.expose()).await?),
+            None => None,
+        };
         let agent = ctx
             .store
             .write(&org.id, |tx| {
@@ -65,9 +74,15 @@ impl CreateAgent {
                     },
                 };
                 tx.put_agent(&agent);
+                if let Some(phc) = phc {
+                    super::set_agent_password::stage_password(tx, &agent, phc)?;
+                }
                 Ok::<_, ApiError>(agent)
             })
             .await?;
+        if self.password.is_some() {
+            crate::console::end_sessions(ctx, &org.id, &agent.email);
+        }
         Ok(Reply::ok("CreateAgent").with_data(agent))
     }
 }

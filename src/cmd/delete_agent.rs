@@ -1,5 +1,6 @@
 //! `DeleteAgent` (extension): removes an agent; the open conversations
-//! assigned to it become unassigned (`onConversationUpdate`).
+//! assigned to it become unassigned (`onConversationUpdate`); its console
+//! sessions end (sockets closed with 1008).
 //!
 //! # Format
 //! `{"cmd":"DeleteAgent","email":"ann@example.com"}` →
@@ -52,6 +53,7 @@ impl DeleteAgent {
                 Ok::<_, ApiError>(mine.len())
             })
             .await?;
+        crate::console::end_sessions(ctx, &org.id, &agent.email);
         Ok(Reply::ok("DeleteAgent").with_data(json!({"unassigned": unassigned})))
     }
 }

@@ -15,6 +15,7 @@ mod create_bot;
 mod create_organization;
 mod create_user_tag;
 mod delete_agent;
+mod set_agent_password;
 mod delete_route;
 mod delete_user;
 mod delete_user_tag;
@@ -70,6 +71,7 @@ pub use create_bot::CreateBot;
 pub use create_organization::CreateOrganization;
 pub use create_user_tag::CreateUserTag;
 pub use delete_agent::DeleteAgent;
+pub use set_agent_password::SetAgentPassword;
 pub use delete_route::DeleteRoute;
 pub use delete_user::DeleteUser;
 pub use delete_user_tag::DeleteUserTag;
@@ -221,6 +223,8 @@ pub enum Command {
     GetConversationsFlat(GetConversationsFlat),
     /// `DeleteAgent` (extension, conversations).
     DeleteAgent(DeleteAgent),
+    /// `SetAgentPassword` (extension, agent console).
+    SetAgentPassword(SetAgentPassword),
     /// `CloseConversation` (extension, conversations).
     CloseConversation(CloseConversation),
     /// `AssignConversation` (extension, conversations).
@@ -289,6 +293,7 @@ impl Command {
                 Command::GetConversationsFlat(GetConversationsFlat::parse(&f)?)
             }
             "DeleteAgent" => Command::DeleteAgent(DeleteAgent::parse(&f)?),
+            "SetAgentPassword" => Command::SetAgentPassword(SetAgentPassword::parse(&f)?),
             "CloseConversation" => Command::CloseConversation(CloseConversation::parse(&f)?),
             "AssignConversation" => Command::AssignConversation(AssignConversation::parse(&f)?),
             "AddConversationNote" => Command::AddConversationNote(AddConversationNote::parse(&f)?),
@@ -356,6 +361,7 @@ impl Command {
             Command::GetOpenConversations(_) => "GetOpenConversations",
             Command::GetConversationsFlat(_) => "GetConversationsFlat",
             Command::DeleteAgent(_) => "DeleteAgent",
+            Command::SetAgentPassword(_) => "SetAgentPassword",
             Command::CloseConversation(_) => "CloseConversation",
             Command::AssignConversation(_) => "AssignConversation",
             Command::AddConversationNote(_) => "AddConversationNote",
@@ -375,6 +381,52 @@ impl Command {
         )
     }
 
+    /// Whether an agent's console session may run the command: what an
+    /// agent works with — reading users and conversations, answering,
+    /// notes, assignment, closing, and editing a user's details. Keys,
+    /// bots, webhooks, routes, tag definitions and agents are the CRM's.
+    pub fn open_to_agents(&self) -> bool {
+        matches!(
+            self,
+            Command::Heartbeat(_)
+                | Command::GetUser(_)
+                | Command::SetUserData(_)
+                | Command::SetUserName(_)
+                | Command::SetUserEmail(_)
+                | Command::SetUserNotes(_)
+                | Command::SetUserPhone(_)
+                | Command::GetUserTags(_)
+                | Command::SetUserTag(_)
+                | Command::DeleteUserTag(_)
+                | Command::GetUserData(_)
+                | Command::GetWhatsAppTemplate(_)
+                | Command::SendWhatsAppTemplate(_)
+                | Command::SendTextMessage(_)
+                | Command::SendSMSMessage(_)
+                | Command::GetMessageDetails(_)
+                | Command::GetConversation(_)
+                | Command::GetAgents(_)
+                | Command::GetOpenConversations(_)
+                | Command::CloseConversation(_)
+                | Command::AssignConversation(_)
+                | Command::AddConversationNote(_)
+        )
+    }
+
+    /// Whether the command's `agentEmail` names who acts (sends, notes,
+    /// closes), rather than a target or a filter: an agent's session must
+    /// name itself there.
+    pub fn names_actor(&self) -> bool {
+        matches!(
+            self,
+            Command::SendWhatsAppTemplate(_)
+                | Command::SendTextMessage(_)
+                | Command::SendSMSMessage(_)
+                | Command::CloseConversation(_)
+                | Command::AddConversationNote(_)
+        )
+    }
+
     /// Runs the command for `caller`. `CreateOrganization` and `EnableApi`
     /// need the admin token, `heartbeat` any token, every other command an
     /// organization's token (1001 otherwise).
@@ -384,7 +436,7 @@ impl Command {
     /// (5 KiB rather than 1.2 KiB), and be copied on each move.
     pub async fn apply(self, ctx: &Ctx, caller: &Caller) -> Result<Reply, ApiError> {
         let org = match caller {
-            Caller::Org(org) => Some(org),
+            Caller::Org(org) | Caller::Agent(org, _) => Some(org),
             Caller::Admin => None,
         };
         let needs_org = || {
@@ -466,11 +518,33 @@ impl Command {
             Command::GetOpenConversations(c) => c.apply(ctx, needs_org()?),
             Command::GetConversationsFlat(c) => c.apply(ctx, needs_org()?),
             Command::DeleteAgent(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::SetAgentPassword(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
             Command::CloseConversation(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::AssignConversation(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
             Command::AddConversationNote(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
         }
     }
+}
+
+/// Whether an agent's console session (`email`) may run `cmd`. Errors:
+/// 4102 for a command outside [`Command::open_to_agents`], or one whose
+/// `agentEmail` is not the agent itself.
+fn agent_may(cmd: &Command, email: &str, env: &Envelope<'_>) -> Result<(), ApiError> {
+    let forbidden = |m: String| Err(ApiError::new(ErrorCode::AgentForbidden, m));
+    if !cmd.open_to_agents() {
+        return forbidden(format!("{} is not open to an agent's session", cmd.name()));
+    }
+    if cmd.names_actor() {
+        let named = env
+            .fields()
+            .opt_str("agentEmail", ErrorCode::AgentForbidden)?;
+        if !named.is_some_and(|n| n.trim().eq_ignore_ascii_case(email)) {
+            return forbidden(format!(
+                "an agent's session acts as itself: agentEmail must be {email}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Runs one envelope for an authenticated `caller` and always returns the
@@ -487,7 +561,12 @@ pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
         reply.rate = Some(info);
         reply
     };
-    let parsed = Command::parse(env);
+    let mut parsed = Command::parse(env);
+    if let (Caller::Agent(_, email), Ok(cmd)) = (caller, &parsed) {
+        if let Err(e) = agent_may(cmd, email, env) {
+            parsed = Err(e);
+        }
+    }
     // Heartbeats keep a socket alive; they never count against the budget.
     let heartbeat = matches!(parsed, Ok(Command::Heartbeat(_)));
     let mut rate = match heartbeat {

@@ -123,7 +123,7 @@ impl UpsertUser {
                     u.lang.clone_from(lang);
                 }
                 if is_new {
-                    tx.put_user(&rec);
+                    tx.put_new_user(&mut rec);
                     tx.emit(on_user_create(&rec.user))?;
                 } else {
                     let update = changed_fields(&before, &rec.user);

@@ -236,8 +236,8 @@ pub async fn send(
                 Some(_) => {}
                 None => {
                     let phone = out.to.phone.as_ref().map_or("", |p| p.as_str());
-                    let rec = new_user(bot, &out.uid, phone, "");
-                    tx.put_user(&rec);
+                    let mut rec = new_user(bot, &out.uid, phone, "");
+                    tx.put_new_user(&mut rec);
                     tx.emit(on_user_create(&rec.user))?;
                 }
             }
@@ -578,7 +578,7 @@ fn meet_user(
         None => {
             let mut rec = new_user(bot, uid, phone.unwrap_or(""), "");
             named(&mut rec);
-            tx.put_user(&rec);
+            tx.put_new_user(&mut rec);
             tx.emit(on_user_create(&rec.user))?;
         }
         Some(mut rec)

@@ -1,4 +1,4 @@
-//! Agents (`agt/`, by lowercase email; `agc/` the last `aid`) and the
+//! Agents (`agt/`, by lowercase email, indexed by `aem/`; `agc/` the last `aid`) and the
 //! replies kept under idempotency keys (`idm/`).
 
 use super::codec::{encode, key};
@@ -47,12 +47,20 @@ impl WriteTx<'_> {
             key(&["agt", live_id(self.org), &agent.email.to_lowercase()]),
             encode(agent),
         );
+        self.batch.insert(
+            key(&["aem", &agent.email.to_lowercase(), live_id(self.org)]),
+            &[],
+        );
     }
 
-    /// Stages the removal of the agent with `email` (any case).
+    /// Stages the removal of the agent with `email` (any case), with its
+    /// console password: its sessions end with it.
     pub fn delete_agent(&mut self, email: &str) {
-        self.batch
-            .remove(key(&["agt", live_id(self.org), &email.to_lowercase()]));
+        let email = email.to_lowercase();
+        let org = live_id(self.org);
+        self.batch.remove(key(&["agt", org, &email]));
+        self.batch.remove(key(&["apw", org, &email]));
+        self.batch.remove(key(&["aem", &email, org]));
     }
 
     /// Allocates the next agent id of the organization (1, 2, …).

@@ -2,7 +2,7 @@
 //!
 //! One [`Store`] type, its accessors split into files by record kind
 //! ([`orgs`], [`users`], [`bots`], [`messages`], [`conversations`],
-//! [`events`], [`webhooks`], [`callbacks`], [`agents`]); encodings in [`codec`]; upgrades of data
+//! [`events`], [`webhooks`], [`callbacks`], [`agents`], [`console`]); encodings in [`codec`]; upgrades of data
 //! written by earlier layouts in [`migrate`].
 //!
 //! Everything lives in one sled tree under organization-scoped key prefixes,
@@ -35,6 +35,10 @@
 //! | `cnv/{org}/{uid}/{dt ms:020}/{mid}` | empty: the user's conversation in time order |
 //! | `chs/{org}/{uid}` | the user's channel state, JSON defined by the channel |
 //! | `agt/{org}/{lowercase email}` | [`Agent`](crate::model::Agent) JSON; `agc/{org}` the last `aid` |
+//! | `apw/{org}/{lowercase email}` | [`AgentPassword`](crate::model::AgentPassword) JSON (Argon2id PHC string) |
+//! | `aem/{lowercase email}/{org}` | empty: the organizations an agent email signs in to |
+//! | `ses/{sha256 hex}` | [`ConsoleSession`](crate::model::ConsoleSession) JSON, under the hash of the cookie's id |
+//! | `ulk/{link}` | `[org, uid]` JSON: the user a console link (`url`) points at |
 //! | `idm/{org}/{key}` | [`IdempotentReply`](crate::model::IdempotentReply) JSON |
 //! | `tpl/{org}/{botID:020}` | [`TemplateCache`](crate::model::TemplateCache) JSON |
 //! | `cbq/{due ms:020}/{id}` | a [`CallbackJob`](crate::model::CallbackJob) due at that Unix ms |
@@ -61,6 +65,7 @@ mod agents;
 mod bots;
 mod callbacks;
 mod codec;
+mod console;
 mod conversations;
 mod events;
 mod messages;
@@ -123,6 +128,8 @@ struct Inner {
     /// Delivery callbacks queued and not yet settled, by organization
     /// (counted from `cbq/` at open; kept with each write and settlement).
     pending_callbacks: Mutex<HashMap<String, usize>>,
+    /// `public_base_url`, once set: new users get console links under it.
+    console_base: std::sync::OnceLock<String>,
     /// Organizations by token hash, as read: every command authenticates,
     /// so this spares two reads and a decode per command. Emptied by every
     /// write that changes an organization or a token.
@@ -181,6 +188,7 @@ impl Store {
             durable: RwLock::default(),
             key_use: Mutex::default(),
             pending_callbacks: Mutex::default(),
+            console_base: std::sync::OnceLock::new(),
         });
         *inner
             .pending_callbacks
@@ -387,6 +395,11 @@ impl WriteTx<'_> {
     /// The committed store, for reads.
     pub fn store(&self) -> &Store {
         self.store
+    }
+
+    /// The organization this write is for.
+    pub fn org(&self) -> &str {
+        self.org
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`http`]: `POST /api`, stateless commands.
 //! - [`inbound`]: `GET`/`POST /channels/{kind}/{botID}`, providers' webhooks.
 //! - [`health`]: `GET /healthz` and `GET /metrics`.
+//! - [`console`]: `/console…`, the agent console's page, sign-in and socket.
 //!
 //! Transports only move bytes: commands go to [`crate::cmd::execute`],
 //! provider webhooks to their channel and [`crate::messages`]. A connection
@@ -14,6 +15,7 @@
 //! sockets are closed with 1001, and the store is flushed.
 
 pub mod conn;
+pub mod console;
 pub mod health;
 pub mod http;
 pub mod inbound;
@@ -104,6 +106,17 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/api", post(http::api_routed))
+        .route("/console", get(console::page))
+        .route("/console/u/{link}", get(console::page))
+        .route("/console/assets/{file}", get(console::asset))
+        .route(
+            "/console/session",
+            get(console::whoami)
+                .post(console::sign_in)
+                .delete(console::sign_out),
+        )
+        .route("/console/links/{link}", get(console::link))
+        .route("/console/ws", get(console::ws))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .route(

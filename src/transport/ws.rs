@@ -51,6 +51,20 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
     Extension(ConnInfo { peer, permit }): Extension<ConnInfo>,
 ) -> Response {
+    upgrade_as(app, ws, peer, permit, None)
+}
+
+/// Upgrades to a session: of a CRM, which authenticates with `connect`'s
+/// token (`agent` is `None`), or of an agent's console, already
+/// authenticated by its session cookie (`agent` is `(caller, group)`:
+/// the session's kick group, see [`crate::console::group`]).
+pub fn upgrade_as(
+    app: AppState,
+    ws: WebSocketUpgrade,
+    peer: std::net::SocketAddr,
+    permit: ConnPermit,
+    agent: Option<(Caller, String)>,
+) -> Response {
     let max = app.ctx.config.max_message_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
@@ -60,7 +74,7 @@ pub async fn upgrade(
         .write_buffer_size(0)
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("ws", %peer, org = tracing::field::Empty);
-            session(socket, app, permit, peer).instrument(span)
+            session(socket, app, permit, peer, agent).instrument(span)
         })
         .into_response()
 }
@@ -164,25 +178,32 @@ async fn session(
     app: AppState,
     _permit: ConnPermit,
     peer: std::net::SocketAddr,
+    agent: Option<(Caller, String)>,
 ) {
     let _drain = app.tracker.token();
     let mut s = Session { socket, app };
     // The futures below are boxed so that an idle session's own state stays
     // small: thousands of sockets each hold one (scenario M3).
-    let end = match Box::pin(handshake(&mut s, peer)).await {
-        Ok((org, (events, resume))) => Box::pin(connected(s, org, events, resume)).await,
+    let (agent, group) = agent.unzip();
+    let end = match Box::pin(handshake(&mut s, peer, agent)).await {
+        Ok((caller, (events, resume))) => {
+            Box::pin(connected(s, caller, group, events, resume)).await
+        }
         Err(Some((code, reason))) => s.close(code, reason).await,
         Err(None) => "closed before connect",
     };
     tracing::debug!(end, "socket closed");
 }
 
-/// Waits for `connect` and authenticates it. `Err(Some(close))` when the
-/// socket must be closed with that code, `Err(None)` when it is gone.
+/// Waits for `connect` and authenticates it (an agent's console session
+/// is already authenticated: its `connect` carries no token).
+/// `Err(Some(close))` when the socket must be closed with that code,
+/// `Err(None)` when it is gone.
 async fn handshake(
     s: &mut Session,
     peer: std::net::SocketAddr,
-) -> Result<(std::sync::Arc<crate::model::Org>, Asks), Option<(u16, &'static str)>> {
+    agent: Option<Caller>,
+) -> Result<(Caller, Asks), Option<(u16, &'static str)>> {
     let deadline = Instant::now() + crate::config::Config::secs(s.app.ctx.config.connect_timeout);
     // Pings may come first; anything else that is not a `connect` object
     // gets 1019 (naming the cmd it carried), then the socket is closed.
@@ -220,8 +241,12 @@ async fn handshake(
             return Err(Some((CLOSE_POLICY, "connect expected")));
         }
     };
-    let org = match s.app.ctx.authenticate(token.as_deref()) {
-        Ok(Caller::Org(org)) => org,
+    let authenticated = match agent {
+        Some(agent) => Ok(agent),
+        None => s.app.ctx.authenticate(token.as_deref()),
+    };
+    let caller = match authenticated {
+        Ok(c @ (Caller::Org(_) | Caller::Agent(..))) => c,
         Ok(Caller::Admin) => {
             let e = ApiError::new(
                 ErrorCode::InvalidToken,
@@ -250,27 +275,41 @@ async fn handshake(
             return Err(Some((CLOSE_POLICY, "invalid connect")));
         }
     };
-    tracing::Span::current().record("org", org.id.as_str());
-    Ok((org, asks))
+    if let Some(org) = caller.org_id() {
+        tracing::Span::current().record("org", org);
+    }
+    Ok((caller, asks))
 }
 
 /// What a `connect` asks for besides the token: opt-in events, and where
 /// to resume from (`(epoch, seq)`).
 type Asks = (Vec<String>, Option<(String, u64)>);
 
-/// The connected loop: commands in, replies and events out.
+/// The connected loop: commands in, replies and events out. `group` is
+/// the kick group of an agent's console session (`None`: the token's).
 async fn connected(
     mut s: Session,
-    org: std::sync::Arc<crate::model::Org>,
+    caller: Caller,
+    group: Option<String>,
     opt_in: Vec<String>,
     resume: Option<(String, u64)>,
 ) -> End {
     let ctx = s.app.ctx.clone();
+    let org = match &caller {
+        Caller::Org(o) | Caller::Agent(o, _) => o.clone(),
+        Caller::Admin => unreachable!("the handshake refuses the admin token"),
+    };
     // Subscribe before acknowledging (and before reading the log), so that
     // no event falls in between.
     let mut events = ctx.bus.subscribe(&org.id);
-    let group = crate::bus::Bus::key_group(&org.id, &org.key);
-    let (_registration, kicks) = ctx.bus.register(&group, ctx.config.max_sockets_per_token);
+    let (group, max) = match group {
+        Some(g) => (g, crate::console::TABS_PER_SESSION),
+        None => (
+            crate::bus::Bus::key_group(&org.id, &org.key),
+            ctx.config.max_sockets_per_token,
+        ),
+    };
+    let (_registration, kicks) = ctx.bus.register(&group, max);
     let (epoch, durable) = match (ctx.store.epoch(&org.id), ctx.store.durable_seq(&org.id)) {
         (Ok(e), Ok(d)) => (e, d),
         (Err(e), _) | (_, Err(e)) => {
@@ -306,7 +345,6 @@ async fn connected(
     if s.app.shutdown.is_cancelled() {
         return s.close(CLOSE_GOING_AWAY, "server shutting down").await;
     }
-    let caller = Caller::Org(org);
     let hb = ctx.config.heartbeat_timeout();
     // One timer for the session. A frame only notes its time; the timer is
     // moved when it fires early, not on every frame (re-arming it was a
@@ -328,6 +366,7 @@ async fn connected(
                     Kick::TokenReset => s.close(CLOSE_POLICY, "token reset").await,
                     Kick::Disabled => s.close(CLOSE_POLICY, "API disabled").await,
                     Kick::ShuttingDown => s.close(CLOSE_GOING_AWAY, "server shutting down").await,
+                    Kick::SignedOut => s.close(CLOSE_POLICY, "console session ended").await,
                 };
             }
             incoming = recv(&mut s.socket) => {
