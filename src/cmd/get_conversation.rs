@@ -10,7 +10,9 @@
 //! otherwise). A template send's `msg` is its body with the parameters
 //! filled in. Media rows keep the caption in `msg` and add `mediaId`
 //! (extension); every row names its conversation in `cid` (extension).
-//! At most the last 1000 messages.
+//! At most the last 1000 messages. Extension `details: true` adds each
+//! outbound row's `ack` (as in `onMessage`) and, for a failed one, the
+//! provider's `errorDesc`.
 //!
 //! # Errors
 //! 1025 missing uid, 1005 unknown user.
@@ -29,12 +31,14 @@ pub const MAX_ROWS: usize = 1000;
 #[derive(Debug)]
 pub struct GetConversation {
     uid: String,
+    details: bool,
 }
 
 impl GetConversation {
     pub(crate) fn parse(f: &Fields) -> Result<GetConversation, ApiError> {
         Ok(GetConversation {
             uid: f.uid()?.to_string(),
+            details: f.flag("details")?,
         })
     }
 
@@ -47,7 +51,14 @@ impl GetConversation {
                 Some(e) => ctx.store.agent(&org.id, e)?,
                 None => None,
             };
-            rows.push(crate::conversations::row(&user, &m, agent.as_ref()));
+            let mut row = crate::conversations::row(&user, &m, agent.as_ref());
+            if self.details && m.sender != crate::model::Sender::Client {
+                row["ack"] = m.ack.into();
+                if let Some(desc) = &m.error_desc {
+                    row["errorDesc"] = desc.clone().into();
+                }
+            }
+            rows.push(row);
         }
         Ok(Reply::ok("GetConversation").with_data(rows))
     }

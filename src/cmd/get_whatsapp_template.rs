@@ -7,6 +7,11 @@
 //! `{"cmd":"GetWhatsAppTemplate","botID":3941,"templateName":"followup_inquiry_request","language":"en"}`
 //! → `{"ok":1,"cmd":"GetWhatsAppTemplate","template":{"name":"…","language":"en","status":"APPROVED","category":"…","components":[…],"id":"…"}}`
 //!
+//!
+//! Extension `list: true` (no `templateName` or `language` needed):
+//! `{"ok":1,"cmd":"GetWhatsAppTemplate","templates":[…every APPROVED template…]}`,
+//! what an agent picks from when the customer-service window is closed.
+//!
 //! # Errors
 //! 1008 missing botID, 3003 missing templateName, 3004 missing language,
 //! 1015 unknown bot, 1016 not a configured whatsapp bot, 3000 no templates,
@@ -23,30 +28,38 @@ use crate::reply::Reply;
 #[derive(Debug)]
 pub struct GetWhatsAppTemplate {
     bot_id: u64,
-    template_name: String,
-    language: String,
+    /// `None`: the `list` extension.
+    wanted: Option<(String, String)>,
 }
 
 impl GetWhatsAppTemplate {
     pub(crate) fn parse(f: &Fields) -> Result<GetWhatsAppTemplate, ApiError> {
-        Ok(GetWhatsAppTemplate {
-            bot_id: f.bot_id()?,
-            template_name: f
+        let bot_id = f.bot_id()?;
+        if f.flag("list")? {
+            return Ok(GetWhatsAppTemplate {
+                bot_id,
+                wanted: None,
+            });
+        }
+        let name = f
                 .req_str(
                     "templateName",
                     ErrorCode::MissingTemplateName,
                     ErrorCode::MissingTemplateName,
                 )?
                 .trim()
-                .to_string(),
-            language: f
-                .req_str(
-                    "language",
-                    ErrorCode::MissingTemplateLanguage,
-                    ErrorCode::MissingTemplateLanguage,
-                )?
-                .trim()
-                .to_string(),
+                .to_string();
+        let language = f
+            .req_str(
+                "language",
+                ErrorCode::MissingTemplateLanguage,
+                ErrorCode::MissingTemplateLanguage,
+            )?
+            .trim()
+            .to_string();
+        Ok(GetWhatsAppTemplate {
+            bot_id,
+            wanted: Some((name, language)),
         })
     }
 
@@ -54,13 +67,17 @@ impl GetWhatsAppTemplate {
     pub async fn apply(self, ctx: &Ctx, org: &Org) -> Result<Reply, ApiError> {
         let bot = ctx.bot(org, self.bot_id)?;
         let (channel, settings) = ctx.channel_for(org.sandbox, &bot)?;
+        let Some((name, language)) = &self.wanted else {
+            let all = templates::approved(ctx, &org.id, &bot, (&*channel, &settings)).await?;
+            return Ok(Reply::ok("GetWhatsAppTemplate").with_field("templates", all));
+        };
         let t = templates::find(
             ctx,
             &org.id,
             &bot,
             (&*channel, &settings),
-            &self.template_name,
-            &self.language,
+            name,
+            language,
         )
         .await?;
         Ok(Reply::ok("GetWhatsAppTemplate").with_field("template", t))

@@ -94,6 +94,27 @@ pub async fn find(
     })
 }
 
+/// Every approved template of `bot` (`status` `APPROVED`), from the cache
+/// (synced when empty; never in the sandbox). Errors: those of [`sync`].
+pub async fn approved(
+    ctx: &Ctx,
+    org: &str,
+    bot: &Bot,
+    channel: (&dyn Channel, &Settings),
+) -> Result<Vec<Value>, ApiError> {
+    let sandbox = crate::model::live_id(org) != org;
+    let cache = match ctx.store.templates(org, bot.id)? {
+        Some(c) => c,
+        None if sandbox => TemplateCache::default(),
+        None => sync(ctx, org, bot, channel).await?,
+    };
+    Ok(cache
+        .templates
+        .into_iter()
+        .filter(|t| t.get("status").and_then(Value::as_str) == Some("APPROVED"))
+        .collect())
+}
+
 /// Syncs the templates of every bot whose channel has templates and whose
 /// cache is older than `template_refresh` (the maintenance task).
 pub async fn refresh_stale(ctx: &Ctx) {
