@@ -5,6 +5,7 @@ mod helpers;
 
 mod bench_smoke;
 mod commands;
+mod console;
 mod conversations;
 mod events;
 mod hardening;
