@@ -18,6 +18,8 @@
 //!   messages, acks and callbacks, for every channel; the template cache.
 //! - [`conversations`]: conversations between users and agents: opening,
 //!   assignment, notes, closing, the rows they show.
+//! - [`console`]: the agent console — passwords, sign-in, sessions and
+//!   the embedded page behind every user's `url`.
 //! - [`bots`], [`users`], [`idempotency`], [`events`]: bots and their
 //!   channel settings, user updates, idempotent sends, event bodies.
 //! - [`ctx`]: the context every command gets (store, bus, channels,

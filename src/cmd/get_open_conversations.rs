@@ -87,13 +87,15 @@ fn details(
 ) -> Result<(), ApiError> {
     use serde_json::json;
     let user = ctx.store.user(&org.id, &c.uid)?;
-    v["user"] = user.map_or(serde_json::Value::Null, |r| {
-        json!({"name": r.user.name, "phone": r.user.phone, "bot": r.user.bot})
-    });
+    v["user"] = user.map_or(
+        serde_json::Value::Null,
+        |r| json!({"name": r.user.name, "phone": r.user.phone, "bot": r.user.bot}),
+    );
     let last = ctx.store.conversation(&org.id, &c.uid, 1)?;
-    v["last"] = last.first().map_or(serde_json::Value::Null, |m| {
-        json!({"msg": m.msg, "typ": m.typ, "sender": m.sender, "dt": m.dt})
-    });
+    v["last"] = last.first().map_or(
+        serde_json::Value::Null,
+        |m| json!({"msg": m.msg, "typ": m.typ, "sender": m.sender, "dt": m.dt}),
+    );
     v["ldt"] = crate::time::iso_of_ms(c.last_ms).into();
     Ok(())
 }

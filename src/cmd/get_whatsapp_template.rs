@@ -42,13 +42,13 @@ impl GetWhatsAppTemplate {
             });
         }
         let name = f
-                .req_str(
-                    "templateName",
-                    ErrorCode::MissingTemplateName,
-                    ErrorCode::MissingTemplateName,
-                )?
-                .trim()
-                .to_string();
+            .req_str(
+                "templateName",
+                ErrorCode::MissingTemplateName,
+                ErrorCode::MissingTemplateName,
+            )?
+            .trim()
+            .to_string();
         let language = f
             .req_str(
                 "language",
@@ -71,15 +71,7 @@ impl GetWhatsAppTemplate {
             let all = templates::approved(ctx, &org.id, &bot, (&*channel, &settings)).await?;
             return Ok(Reply::ok("GetWhatsAppTemplate").with_field("templates", all));
         };
-        let t = templates::find(
-            ctx,
-            &org.id,
-            &bot,
-            (&*channel, &settings),
-            name,
-            language,
-        )
-        .await?;
+        let t = templates::find(ctx, &org.id, &bot, (&*channel, &settings), name, language).await?;
         Ok(Reply::ok("GetWhatsAppTemplate").with_field("template", t))
     }
 }

@@ -42,9 +42,8 @@ impl SetAgentPassword {
             .req_str("email", ErrorCode::InvalidEmail, ErrorCode::InvalidEmail)?
             .trim()
             .to_string();
-        let password = password(f)?.ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidPassword, "missing password")
-        })?;
+        let password = password(f)?
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidPassword, "missing password"))?;
         Ok(SetAgentPassword { email, password })
     }
 

@@ -42,9 +42,7 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
     if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n) {
         return Err(ApiError::new(
             ErrorCode::InvalidPassword,
-            format!(
-                "invalid password: {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
-            ),
+            format!("invalid password: {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"),
         ));
     }
     Ok(())
@@ -144,10 +142,16 @@ pub async fn sign_in(
     ip: std::net::IpAddr,
 ) -> Result<SignedIn, SignInError> {
     let email = email.trim().to_lowercase();
-    ctx.limits.sign_in(&email, ip).map_err(SignInError::Limited)?;
+    ctx.limits
+        .sign_in(&email, ip)
+        .map_err(SignInError::Limited)?;
     let password = Secret::new(password);
     let mut tried = false;
-    for org in ctx.store.orgs_of_agent(&email).map_err(SignInError::Store)? {
+    for org in ctx
+        .store
+        .orgs_of_agent(&email)
+        .map_err(SignInError::Store)?
+    {
         let (Some(agent), Some(pw)) = (
             ctx.store.agent(&org, &email).map_err(SignInError::Store)?,
             ctx.store
@@ -160,7 +164,12 @@ pub async fn sign_in(
         if !verify(pw.phc.clone(), password.clone()).await {
             continue;
         }
-        if ctx.store.org(&org).map_err(SignInError::Store)?.is_none_or(|o| o.disabled) {
+        if ctx
+            .store
+            .org(&org)
+            .map_err(SignInError::Store)?
+            .is_none_or(|o| o.disabled)
+        {
             continue;
         }
         let now = crate::time::now_ms();
@@ -246,19 +255,20 @@ pub async fn sign_out(ctx: &Ctx, a: &Agent) -> Result<(), StoreError> {
             Ok::<_, StoreError>(())
         })
         .await?;
-    ctx.bus
-        .kick_all(&group(&a.session, &a.sid_sha256), crate::bus::Kick::SignedOut);
+    ctx.bus.kick_all(
+        &group(&a.session, &a.sid_sha256),
+        crate::bus::Kick::SignedOut,
+    );
     Ok(())
 }
 
 /// Removes expired sessions and closes their sockets (the maintenance
 /// task calls it).
 pub fn expire(ctx: &Ctx) -> Result<usize, StoreError> {
-    let gone = ctx
-        .store
-        .expire_console_sessions(crate::time::now_ms())?;
+    let gone = ctx.store.expire_console_sessions(crate::time::now_ms())?;
     for (hash, s) in &gone {
-        ctx.bus.kick_all(&group(s, hash), crate::bus::Kick::SignedOut);
+        ctx.bus
+            .kick_all(&group(s, hash), crate::bus::Kick::SignedOut);
     }
     Ok(gone.len())
 }
@@ -266,7 +276,10 @@ pub fn expire(ctx: &Ctx) -> Result<usize, StoreError> {
 /// An embedded file of the page: `(Content-Type, bytes)`.
 pub fn asset(name: &str) -> Option<(&'static str, &'static [u8])> {
     Some(match name {
-        "index.html" => ("text/html; charset=utf-8", include_bytes!("assets/index.html")),
+        "index.html" => (
+            "text/html; charset=utf-8",
+            include_bytes!("assets/index.html"),
+        ),
         "app.js" => (
             "text/javascript; charset=utf-8",
             include_bytes!("assets/app.js"),

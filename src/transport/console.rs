@@ -43,7 +43,10 @@ fn secured(mut res: Response) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -93,9 +96,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
 
 fn asset_response(name: &str) -> Response {
     match console::asset(name) {
-        Some((typ, body)) => {
-            secured(([(header::CONTENT_TYPE, typ)], body).into_response())
-        }
+        Some((typ, body)) => secured(([(header::CONTENT_TYPE, typ)], body).into_response()),
         None => secured(StatusCode::NOT_FOUND.into_response()),
     }
 }
@@ -149,14 +150,19 @@ fn sid(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The signed-in agent of the request, if its session is valid.
-fn agent(app: &AppState, headers: &HeaderMap) -> Result<Option<console::Agent>, Response> {
-    let Some(sid) = sid(headers) else {
-        return Ok(None);
-    };
-    console::session(&app.ctx, &sid).map_err(|e| {
-        tracing::error!(error = %e, "reading a console session failed");
-        error("", &ApiError::internal())
-    })
+fn agent(
+    app: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<console::Agent>, crate::store::StoreError> {
+    match sid(headers) {
+        Some(sid) => console::session(&app.ctx, &sid),
+        None => Ok(None),
+    }
+}
+
+fn internal(cmd: &str, e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, cmd, "console request failed");
+    error(cmd, &ApiError::internal())
 }
 
 fn secure(app: &AppState) -> bool {
@@ -200,7 +206,10 @@ pub async fn sign_in(
         return cross_origin(CMD);
     }
     let Ok(bytes) = axum::body::to_bytes(body, MAX_SIGN_IN_BYTES).await else {
-        return error(CMD, &ApiError::new(ErrorCode::InvalidJson, "sign-in body too large"));
+        return error(
+            CMD,
+            &ApiError::new(ErrorCode::InvalidJson, "sign-in body too large"),
+        );
     };
     #[derive(serde::Deserialize)]
     struct Form {
@@ -220,7 +229,10 @@ pub async fn sign_in(
                 Ok(Some(a)) => a,
                 _ => return error(CMD, &ApiError::internal()),
             };
-            let mut res = json_reply(StatusCode::OK, json!({"ok": 1, "cmd": CMD, "data": who(&a)}));
+            let mut res = json_reply(
+                StatusCode::OK,
+                json!({"ok": 1, "cmd": CMD, "data": who(&a)}),
+            );
             res.headers_mut().insert(
                 header::SET_COOKIE,
                 session_cookie(&app, signed.sid.expose(), ttl),
@@ -251,9 +263,12 @@ pub async fn sign_in(
 /// `GET /console/session`: the signed-in agent, or 401 (4103).
 pub async fn whoami(State(app): State<AppState>, headers: HeaderMap) -> Response {
     match agent(&app, &headers) {
-        Ok(Some(a)) => json_reply(StatusCode::OK, json!({"ok": 1, "cmd": "session", "data": who(&a)})),
+        Ok(Some(a)) => json_reply(
+            StatusCode::OK,
+            json!({"ok": 1, "cmd": "session", "data": who(&a)}),
+        ),
         Ok(None) => no_session("session"),
-        Err(res) => res,
+        Err(e) => internal("session", &e),
     }
 }
 
@@ -267,7 +282,7 @@ pub async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> Respon
     let a = match agent(&app, &headers) {
         Ok(Some(a)) => a,
         Ok(None) => return no_session(CMD),
-        Err(res) => return res,
+        Err(e) => return internal(CMD, &e),
     };
     if let Err(e) = console::sign_out(&app.ctx, &a).await {
         tracing::error!(error = %e, "sign-out failed");
@@ -291,21 +306,22 @@ pub async fn link(
     let a = match agent(&app, &headers) {
         Ok(Some(a)) => a,
         Ok(None) => return no_session(CMD),
-        Err(res) => return res,
+        Err(e) => return internal(CMD, &e),
     };
     match app.ctx.store.user_by_link(&link) {
-        Ok(Some((org, uid))) if org == a.session.org => {
-            match app.ctx.store.user(&org, &uid) {
-                Ok(Some(_)) => {
-                    return json_reply(StatusCode::OK, json!({"ok": 1, "cmd": CMD, "data": {"uid": uid}}))
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "reading a user failed");
-                    return error(CMD, &ApiError::internal());
-                }
+        Ok(Some((org, uid))) if org == a.session.org => match app.ctx.store.user(&org, &uid) {
+            Ok(Some(_)) => {
+                return json_reply(
+                    StatusCode::OK,
+                    json!({"ok": 1, "cmd": CMD, "data": {"uid": uid}}),
+                )
             }
-        }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "reading a user failed");
+                return error(CMD, &ApiError::internal());
+            }
+        },
         Ok(_) => {}
         Err(e) => {
             tracing::error!(error = %e, "reading a console link failed");
@@ -331,7 +347,7 @@ pub async fn ws(
     let a = match agent(&app, &headers) {
         Ok(Some(a)) => a,
         Ok(None) => return no_session("connect"),
-        Err(res) => return res,
+        Err(e) => return internal("connect", &e),
     };
     let group = console::group(&a.session, &a.sid_sha256);
     super::ws::upgrade_as(app, ws, peer, permit, Some((a.caller, group)))

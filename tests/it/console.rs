@@ -23,7 +23,9 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// A gateway whose `public_base_url` is its own loopback address.
-pub(crate) async fn spawn_console(tweak: impl FnOnce(&mut convgate::config::Config)) -> TestGateway {
+pub(crate) async fn spawn_console(
+    tweak: impl FnOnce(&mut convgate::config::Config),
+) -> TestGateway {
     let port = free_port();
     spawn_with(|c| {
         c.listen = format!("127.0.0.1:{port}").parse().unwrap();
@@ -50,7 +52,11 @@ pub(crate) async fn agent_with_password(gw: &TestGateway, email: &str, name: &st
 }
 
 /// Signs in; returns the status, the `Set-Cookie` header and the body.
-async fn sign_in_raw(gw: &TestGateway, email: &str, password: &str) -> (u16, Option<String>, Value) {
+async fn sign_in_raw(
+    gw: &TestGateway,
+    email: &str,
+    password: &str,
+) -> (u16, Option<String>, Value) {
     let res = gw
         .http
         .post(format!("{}/console/session", base(gw)))
@@ -93,11 +99,17 @@ async fn console_socket(
 
 /// A connected console socket of the session `cookie`.
 async fn agent_socket(gw: &TestGateway, cookie: &str) -> Ws {
-    let mut ws = console_socket(gw, cookie, &base(gw)).await.expect("upgrade");
+    let mut ws = console_socket(gw, cookie, &base(gw))
+        .await
+        .expect("upgrade");
     ws.send(&json!({"cmd": "connect", "events": ["onMessage", "onConversationUpdate"]}))
         .await;
     let r = ws.recv().await;
-    assert_eq!((r["cmd"].as_str(), r["ok"].as_i64()), (Some("connected"), Some(1)), "{r}");
+    assert_eq!(
+        (r["cmd"].as_str(), r["ok"].as_i64()),
+        (Some("connected"), Some(1)),
+        "{r}"
+    );
     ws
 }
 
@@ -108,13 +120,21 @@ fn refused_status(e: tokio_tungstenite::tungstenite::Error) -> u16 {
     }
 }
 
-async fn get(gw: &TestGateway, path: &str, cookie: Option<&str>) -> (u16, reqwest::header::HeaderMap, String) {
+async fn get(
+    gw: &TestGateway,
+    path: &str,
+    cookie: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, String) {
     let mut req = gw.http.get(format!("{}{path}", base(gw)));
     if let Some(c) = cookie {
         req = req.header("cookie", c);
     }
     let res = req.send().await.unwrap();
-    (res.status().as_u16(), res.headers().clone(), res.text().await.unwrap())
+    (
+        res.status().as_u16(),
+        res.headers().clone(),
+        res.text().await.unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -123,11 +143,17 @@ async fn passwords_are_checked_hashed_and_never_echoed() {
     gw.cmd("CreateAgent", json!({"email": AGENT, "name": "Ann Agent"}))
         .await;
     let (s, r) = gw
-        .cmd("SetAgentPassword", json!({"email": AGENT, "password": "eleven char"}))
+        .cmd(
+            "SetAgentPassword",
+            json!({"email": AGENT, "password": "eleven char"}),
+        )
         .await;
     assert_eq!((s, r["errorCode"].as_u64()), (400, Some(4101)), "{r}");
     let (s, r) = gw
-        .cmd("SetAgentPassword", json!({"email": "nobody@example.com", "password": PASSWORD}))
+        .cmd(
+            "SetAgentPassword",
+            json!({"email": "nobody@example.com", "password": PASSWORD}),
+        )
         .await;
     assert_eq!(r["errorCode"], 2002, "{s} {r}");
     let (s, r) = gw
@@ -138,7 +164,10 @@ async fn passwords_are_checked_hashed_and_never_echoed() {
         .await;
     assert_eq!(r["errorCode"], 4101, "{s} {r}");
     let (s, r) = gw
-        .cmd("SetAgentPassword", json!({"email": AGENT, "password": PASSWORD}))
+        .cmd(
+            "SetAgentPassword",
+            json!({"email": AGENT, "password": PASSWORD}),
+        )
         .await;
     assert_eq!((s, &r["data"]), (200, &json!({"email": AGENT})), "{r}");
     // The password is nowhere on disk; its Argon2id hash is.
@@ -146,7 +175,9 @@ async fn passwords_are_checked_hashed_and_never_echoed() {
     for entry in walk(gw._dir.path()) {
         let bytes = std::fs::read(&entry).unwrap();
         assert!(
-            !bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()),
+            !bytes
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes()),
             "password in clear in {}",
             entry.display()
         );
@@ -185,7 +216,12 @@ async fn sign_in_sets_a_strict_cookie_and_refuses_alike_whether_or_not_the_email
     assert_eq!(body["data"]["email"], AGENT);
     assert_eq!(body["data"]["org"], "default");
     let cookie = cookie.unwrap();
-    for attr in ["HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age=43200"] {
+    for attr in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/console",
+        "Max-Age=43200",
+    ] {
         assert!(cookie.contains(attr), "{attr} in {cookie}");
     }
     assert!(!cookie.contains("Secure"), "plain http: {cookie}");
@@ -235,7 +271,10 @@ async fn the_page_is_embedded_with_a_strict_policy_and_no_outside_requests() {
     let (s, h, page) = get(&gw, "/console", None).await;
     assert_eq!(s, 200);
     let csp = h["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(h["referrer-policy"], "no-referrer");
     assert!(!page.contains("<script>"), "no inline script");
@@ -244,7 +283,10 @@ async fn the_page_is_embedded_with_a_strict_policy_and_no_outside_requests() {
         assert_eq!(s, 200, "{asset}");
         assert!(h["content-security-policy"].to_str().is_ok());
         for text in [&page, &body] {
-            assert!(!text.contains("http://") && !text.contains("https://"), "{asset}: no outside URL");
+            assert!(
+                !text.contains("http://") && !text.contains("https://"),
+                "{asset}: no outside URL"
+            );
         }
     }
     assert_eq!(get(&gw, "/console/assets/../Cargo.toml", None).await.0, 404);
@@ -268,9 +310,15 @@ async fn user_links_are_opaque_stable_and_only_open_in_their_organization() {
     let cookie = sign_in(&gw, AGENT).await;
     let (s, _, body) = get(&gw, &format!("/console/links/{link}"), Some(&cookie)).await;
     assert_eq!(s, 200, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["data"]["uid"], uid);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["data"]["uid"],
+        uid
+    );
     // The link alone grants nothing.
-    assert_eq!(get(&gw, &format!("/console/links/{link}"), None).await.0, 401);
+    assert_eq!(
+        get(&gw, &format!("/console/links/{link}"), None).await.0,
+        401
+    );
 
     // An agent of another organization cannot open it.
     let (_, org) = gw
@@ -289,7 +337,9 @@ async fn user_links_are_opaque_stable_and_only_open_in_their_organization() {
     let (s, _, body) = get(&gw, &format!("/console/links/{link}"), Some(&eve)).await;
     assert_eq!(s, 404, "{body}");
     assert_eq!(
-        get(&gw, "/console/links/AAAAAAAAAAAAAAAAAAAAAA", Some(&eve)).await.2,
+        get(&gw, "/console/links/AAAAAAAAAAAAAAAAAAAAAA", Some(&eve))
+            .await
+            .2,
         body,
         "an unknown link and another organization's look the same"
     );
@@ -299,7 +349,10 @@ async fn user_links_are_opaque_stable_and_only_open_in_their_organization() {
     gw.config.public_base_url = Some("https://gw.example.com".into());
     gw.restart().await;
     let (_, r) = gw.cmd("GetUser", json!({"uid": uid})).await;
-    assert_eq!(r["data"]["url"], format!("https://gw.example.com/console/u/{link}"));
+    assert_eq!(
+        r["data"]["url"],
+        format!("https://gw.example.com/console/u/{link}")
+    );
 }
 
 #[tokio::test]
@@ -313,7 +366,10 @@ async fn users_created_before_public_base_url_get_links_at_start() {
     gw.restart().await;
     let (_, r) = gw.cmd("GetUser", json!({"uid": uid})).await;
     let url = r["data"]["url"].as_str().unwrap();
-    assert!(url.starts_with("https://gw.example.com/console/u/"), "{url}");
+    assert!(
+        url.starts_with("https://gw.example.com/console/u/"),
+        "{url}"
+    );
 }
 
 #[tokio::test]
@@ -321,30 +377,49 @@ async fn the_console_socket_checks_origin_and_session_and_acts_as_the_agent() {
     let gw = spawn_console(|_| {}).await;
     let uid = gw.seed_user(3941, "+16505551234", "Jane Doe").await;
     agent_with_password(&gw, AGENT, "Ann Agent").await;
-    gw.cmd("CreateAgent", json!({"email": "bob@example.com", "name": "Bob"}))
-        .await;
+    gw.cmd(
+        "CreateAgent",
+        json!({"email": "bob@example.com", "name": "Bob"}),
+    )
+    .await;
     let cookie = sign_in(&gw, AGENT).await;
 
     // Cross-site WebSocket hijacking: the cookie from another origin.
-    let e = console_socket(&gw, &cookie, "https://evil.example").await.err().expect("refused");
+    let e = console_socket(&gw, &cookie, "https://evil.example")
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(refused_status(e), 403);
-    let e = console_socket(&gw, "convgate_session=forged", &base(&gw)).await.err().expect("refused");
+    let e = console_socket(&gw, "convgate_session=forged", &base(&gw))
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(refused_status(e), 401);
 
     let mut ws = agent_socket(&gw, &cookie).await;
     // What an agent works with runs…
-    let r = ws.cmd("GetOpenConversations", json!({"details": true})).await;
+    let r = ws
+        .cmd("GetOpenConversations", json!({"details": true}))
+        .await;
     assert_eq!(r["ok"], 1, "{r}");
-    let r = ws.cmd("SetUserNotes", json!({"uid": uid, "notes": "VIP"})).await;
+    let r = ws
+        .cmd("SetUserNotes", json!({"uid": uid, "notes": "VIP"}))
+        .await;
     assert_eq!(r["ok"], 1, "{r}");
     let ev = ws.event().await;
     assert_eq!(ev["cmd"], "onUserUpdate");
     assert_eq!(ev["actor"], json!({"type": "agent", "id": AGENT}), "{ev}");
     // …what the CRM manages does not.
     for (cmd, fields) in [
-        ("CreateBot", json!({"botID": 7, "kind": "whatsapp", "name": "x"})),
+        (
+            "CreateBot",
+            json!({"botID": 7, "kind": "whatsapp", "name": "x"}),
+        ),
         ("ResetToken", json!({})),
-        ("SetAgentPassword", json!({"email": AGENT, "password": "another long password"})),
+        (
+            "SetAgentPassword",
+            json!({"email": AGENT, "password": "another long password"}),
+        ),
         ("DeleteUser", json!({"uid": uid})),
     ] {
         let r = ws.cmd(cmd, fields).await;
@@ -383,17 +458,30 @@ async fn sessions_end_on_sign_out_password_change_and_agent_deletion() {
     assert_eq!(res.status(), 200);
     assert_eq!(ws.closed().await.map(|f| u16::from(f.code)), Some(1008));
     assert_eq!(get(&gw, "/console/session", Some(&cookie)).await.0, 401);
-    assert_eq!(other_ws.cmd("heartbeat", json!({})).await["ok"], 1, "other sessions live on");
+    assert_eq!(
+        other_ws.cmd("heartbeat", json!({})).await["ok"],
+        1,
+        "other sessions live on"
+    );
 
     // A new password ends every session of the agent.
-    gw.cmd("SetAgentPassword", json!({"email": AGENT, "password": "a brand new password"}))
-        .await;
-    assert_eq!(other_ws.closed().await.map(|f| u16::from(f.code)), Some(1008));
+    gw.cmd(
+        "SetAgentPassword",
+        json!({"email": AGENT, "password": "a brand new password"}),
+    )
+    .await;
+    assert_eq!(
+        other_ws.closed().await.map(|f| u16::from(f.code)),
+        Some(1008)
+    );
     assert_eq!(get(&gw, "/console/session", Some(&other)).await.0, 401);
 
     // Deleting the agent too.
-    gw.cmd("SetAgentPassword", json!({"email": AGENT, "password": PASSWORD}))
-        .await;
+    gw.cmd(
+        "SetAgentPassword",
+        json!({"email": AGENT, "password": PASSWORD}),
+    )
+    .await;
     let cookie = sign_in(&gw, AGENT).await;
     let mut ws = agent_socket(&gw, &cookie).await;
     gw.cmd("DeleteAgent", json!({"email": AGENT})).await;

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bench_smoke;
+mod browser;
 mod commands;
 mod console;
 mod conversations;

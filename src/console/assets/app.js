@@ -161,7 +161,9 @@ async function loadInbox() {
 function waiting(c) {
   if (!c.last || c.last.sender !== "client") return "";
   const mins = Math.max(0, Math.round((Date.now() - Date.parse(c.ldt)) / 60000));
-  return mins < 60 ? `waiting ${mins} min` : `waiting ${Math.round(mins / 60)} h`;
+  if (mins < 60) return `waiting ${mins} min`;
+  if (mins < 48 * 60) return `waiting ${Math.round(mins / 60)} h`;
+  return `waiting ${Math.round(mins / 1440)} d`;
 }
 
 function renderInbox() {
