@@ -8,6 +8,16 @@
 # to core 0 and the load generator to core 1 (taskset), warms up, runs every
 # scenario REPEAT times, prints each run as one JSON line, then the medians
 # and the ratios to the bare baselines measured in the same run.
+#
+# A ratio is only as honest as its slowest side, so each throughput scenario
+# first checks that the generator is not the bottleneck: the bare server's
+# rate under loadgen must be within 10 % of what an independent generator
+# gets from it — wrk (Debian's package, installed when missing) for HTTP
+# (M1, M7), a full WebSocket client library (tungstenite) against loadgen's
+# raw-frame client for M2, and wrk against the webhook receiver for M6 (its
+# capacity must exceed both delivery rates by 10 %). A failed check reports
+# the ratio as "generator-bound" instead of a figure. Every run also
+# records the generator's and the server's CPU use (cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEAT=${REPEAT:-3}
@@ -17,6 +27,7 @@ PORT=${PORT:-18555}
 TOKEN=0123456789abcdef0123456789abcdef01234567
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release --quiet --bin convgate --examples
+command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null
 BIN=target/release
 WORK=$(mktemp -d)
 RUNS="$WORK/runs.jsonl"
@@ -47,13 +58,34 @@ lg() {
     --duration "$DURATION" --warmup "$WARMUP" --pid "$PID" "$@" | tee -a "$RUNS"
 }
 
+# wrk with the same request loadgen sends: POST $2 (content type $3, body $4)
+# over 64 connections from core $1 for DURATION; prints requests/s.
+wrk_rate() {
+  local lua="$WORK/wrk-$RANDOM.lua"
+  python3 - "$2" "$3" "$4" > "$lua" <<'PY'
+import json, sys
+path, ctype, body = sys.argv[1:4]
+print(f'wrk.method = "POST"\nwrk.path = {json.dumps(path)}\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = {json.dumps(ctype)}')
+PY
+  taskset -c "$1" wrk -t1 -c64 -d"${DURATION}s" -s "$lua" "http://127.0.0.1:$PORT/" | awk '/Requests\/sec/ {print $2}'
+}
+# Records a generator check: scenario, what, the bench generator's rate, the
+# independent generator's rate.
+check() {
+  python3 -c 'import json,sys; s,w,a,b=sys.argv[1:5]; a,b=float(a),float(b); print(json.dumps({"scenario":"check","check":s,"what":w,"bench":a,"independent":b,"ok":abs(a-b)<=0.1*max(a,b)}))' "$@" | tee -a "$RUNS"
+}
+last_rate() { tail -1 "$RUNS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ops_per_s"])'; }
+
 ONLY=${ONLY:-m1 m2 m3 m4 m5 m6 m7 m8 m9}
 has() { [[ " $ONLY " == *" $1 "* ]]; }
 for _ in $(seq 1 "$REPEAT"); do
   # M1: POST GetUser, 64 keep-alive connections; then the gateway at half its
   # rate, and the bare echo at that same rate (the machine's own latency there).
   if has m1; then
-  start_bare bare_http_echo; lg --scenario m1 --target bare --connections 64; stop
+  start_bare bare_http_echo; lg --scenario m1 --target bare --connections 64
+  check m1 "bare hyper echo: loadgen vs wrk" "$(last_rate)" \
+    "$(wrk_rate 1 /api application/json '{"cmd":"GetUser","uid":"3941-wa3-447922029419"}')"
+  stop
   start_gateway
   max=$(lg --scenario m1 --connections 64 | tee /dev/stderr | python3 -c 'import json,sys; print(json.load(sys.stdin)["ops_per_s"])')
   half=$(python3 -c "print($max/2)")
@@ -63,7 +95,10 @@ for _ in $(seq 1 "$REPEAT"); do
   fi
   # M2: WebSocket round trips, 100 sockets.
   if has m2; then
-  start_bare bare_ws_echo; lg --scenario m2 --target bare --connections 100; stop
+  start_bare bare_ws_echo; lg --scenario m2 --target bare --connections 100
+  raw=$(last_rate); lg --scenario m2 --target bare --connections 100 --client tungstenite
+  check m2 "bare tungstenite echo: raw-frame client vs tungstenite client" "$raw" "$(last_rate)"
+  stop
   start_gateway; lg --scenario m2 --connections 100; stop
   fi
   # M3: 10,000 idle sockets, RSS per socket.
@@ -86,12 +121,25 @@ for _ in $(seq 1 "$REPEAT"); do
   # M6: webhook deliveries, against bare reqwest POSTs to the same receiver.
   if has m6; then
   PID=$$ lg --scenario m6 --target bare --events 20000 --connections 64; PID=
+  bare6=$(last_rate)
   start_gateway; lg --scenario m6 --events 20000 --connections 64; stop
+  gw6=$(last_rate)
+  # The receiver's capacity: wrk from core 0 against it alone on core 1.
+  taskset -c 1 "$BIN/examples/loadgen" --scenario m6 --receiver-only --addr "127.0.0.1:$PORT" \
+    --duration "$DURATION" --warmup 0 > "$WORK/rx.json" & rx=$!
+  wait_port
+  cap=$(wrk_rate 0 /hook application/json '{"cmd":"onUserUpdate","ok":1,"seq":1}'); wait $rx
+  for pair in "bare:$bare6" "gateway:$gw6"; do
+    python3 -c 'import json,sys; who,r=sys.argv[1].split(":"); c=float(sys.argv[2]); r=float(r); print(json.dumps({"scenario":"check","check":"m6","what":f"webhook receiver: {who} delivery rate vs its capacity under wrk","bench":r,"independent":c,"ok":r<0.9*c}))' "$pair" "$cap" | tee -a "$RUNS"
+  done
   fi
   # M7: signed inbound SMS from 64 posters, each applied durably before its
   # 200, against the bare echo taking the same form posts.
   if has m7; then
-  start_bare bare_http_echo; lg --scenario m7 --target bare --connections 64; stop
+  start_bare bare_http_echo; lg --scenario m7 --target bare --connections 64
+  check m7 "bare hyper echo, SMS form posts: loadgen vs wrk" "$(last_rate)" \
+    "$(wrk_rate 1 / application/x-www-form-urlencoded 'ToCountry=US&SmsMessageSid=SM0&NumMedia=0&SmsSid=SM0&SmsStatus=received&Body=Is+my+order+on+its+way%3F&FromCountry=US&To=%2B15557122661&NumSegments=1&MessageSid=SM0&AccountSid=ACbench0000000000000000000000000000&From=%2B14155550000&ApiVersion=2010-04-01')"
+  stop
   start_gateway; lg --scenario m7 --connections 64; stop
   fi
   # M8: 10,000 closed conversations of 10 messages and 1,000 open ones;
@@ -107,9 +155,11 @@ done
 
 python3 - "$RUNS" "$(nproc)" "$REPEAT" <<'PY'
 import json, statistics, sys
-runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+checks = [r for r in lines if r["scenario"] == "check"]
+runs = [r for r in lines if r["scenario"] != "check"]
 def med(scn, tgt, key, conns=None, rate=False, extra=False):
-    vals = [(r[key]) for r in runs if r["scenario"] == scn and r["target"] == tgt
+    vals = [(r[key]) for r in runs if r["scenario"] == scn and r["target"] == tgt and r.get("client", "raw") == "raw"
             and (conns is None or r["connections"] == conns) and ((r.get("rate", 0) or 0) > 0) == rate]
     return statistics.median(vals) if vals else float("nan")
 print(f"\nmedians of {sys.argv[3]} runs per scenario ({len(runs)} measurements) on {sys.argv[2]} cores"
@@ -120,9 +170,15 @@ def paired(scn):
     # median of those per-repeat ratios is less exposed to the machine's
     # drift between repeats than the ratio of the two medians.
     sel = lambda t: [r["ops_per_s"] for r in runs if r["scenario"] == scn and r["target"] == t
-                     and not (r.get("rate", 0) or 0)]
+                     and not (r.get("rate", 0) or 0) and r.get("client", "raw") == "raw"
+                     and not r.get("receiver_only")]
     pairs = [g / b for b, g in zip(sel("bare"), sel("gateway"))]
-    return f"{statistics.median(pairs):.2f}x (per repeat: {', '.join(f'{p:.2f}' for p in pairs)})" if pairs else "nan"
+    if not pairs:
+        return "nan"
+    failed = [c for c in checks if c["check"] == scn and not c["ok"]]
+    if failed:
+        return f"generator-bound ({len(failed)} of {len([c for c in checks if c['check'] == scn])} checks failed)"
+    return f"{statistics.median(pairs):.2f}x (per repeat: {', '.join(f'{p:.2f}' for p in pairs)})"
 g, b = med("m1","gateway","ops_per_s"), med("m1","bare","ops_per_s")
 rows.append(("M1", "POST GetUser, 64 conns", f"{g:.0f} req/s vs bare {b:.0f}", paired("m1"), ">= 0.85x"))
 rows.append(("M1", "p99 at half max rate", f"{med('m1','gateway','p99_us',rate=True)/1000:.2f} ms vs bare {med('m1','bare','p99_us',rate=True)/1000:.2f} ms at the same rate", "", "<= 1 ms"))
@@ -143,4 +199,16 @@ rows.append(("M9", "resume 10,000 missed events; 100 long polls", f"replay {med(
 rows.append(("M7", "signed inbound SMS, 64 posters", f"{g:.0f} msg/s ({med('m7','gateway','writes_per_flush'):.1f} per flush) vs bare {b:.0f}", paired("m7"), ">= 0.3x, >= 32/flush"))
 for r in rows:
     print(" | ".join(r))
+print("\ngenerator checks (bench generator vs an independent one; ok within 10 %, or a receiver below 90 % of its capacity):")
+for c in checks:
+    print(f"  {c['check'].upper()} {c['what']}: {c['bench']:.0f} vs {c['independent']:.0f} -> {'ok' if c['ok'] else 'FAILED'}")
+print("\nCPU during the measured window (cores; generator on core 1, server on core 0), medians:")
+for scn in ("m1", "m2", "m7"):
+    for tgt in ("bare", "gateway"):
+        sel = [r for r in runs if r["scenario"] == scn and r["target"] == tgt and not (r.get("rate", 0) or 0)
+               and r.get("gen_cpu") is not None and r.get("client", "raw") == "raw"]
+        if sel:
+            g = statistics.median(r["gen_cpu"] for r in sel)
+            sv = [r["server_cpu"] for r in sel if r.get("server_cpu") is not None]
+            print(f"  {scn.upper()} {tgt}: generator {g:.2f}, server {statistics.median(sv):.2f}" if sv else f"  {scn.upper()} {tgt}: generator {g:.2f}")
 PY

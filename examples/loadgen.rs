@@ -115,6 +115,25 @@ pub struct Opts {
     /// Closed conversations to seed (m8).
     #[arg(long, default_value_t = 10_000)]
     pub conversations: usize,
+    /// The WebSocket client of m2: `raw` sends pre-masked frames and reads
+    /// only frame headers (the cheapest possible client), `tungstenite` a
+    /// full client library; `bench.sh` runs both against the bare echo to
+    /// show the generator is not the bottleneck.
+    #[arg(long, value_enum, default_value = "raw")]
+    pub client: WsClient,
+    /// m6: only serve the webhook receiver on `--addr` for warm-up plus
+    /// duration and report the POSTs it answered per second (its capacity,
+    /// measured with wrk by `bench.sh`).
+    #[arg(long)]
+    pub receiver_only: bool,
+}
+
+/// A WebSocket client implementation (m2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WsClient {
+    Raw,
+    Tungstenite,
 }
 
 /// The figures of one run, printed as one JSON line.
@@ -131,6 +150,14 @@ pub struct Report {
     pub p999_us: u64,
     pub errors: u64,
     pub peak_rss_kib: Option<u64>,
+    /// The WebSocket client (m2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<WsClient>,
+    /// The generator's CPU use during the measured window, in cores
+    /// (scenarios whose workers run through `run_workers`).
+    pub gen_cpu: Option<f64>,
+    /// The server's (`--pid`), in cores; `None` without `--pid`.
+    pub server_cpu: Option<f64>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
 }
@@ -156,6 +183,8 @@ struct Totals {
     ops: u64,
     errors: u64,
     elapsed: Duration,
+    gen_cpu: Option<f64>,
+    server_cpu: Option<f64>,
 }
 
 impl Totals {
@@ -173,8 +202,64 @@ impl Totals {
             p999_us: self.hist.value_at_quantile(0.999),
             errors: self.errors,
             peak_rss_kib: o.pid.and_then(|p| rss_kib(p, "VmHWM:")),
+            client: (o.scenario == Scenario::M2).then_some(o.client),
+            gen_cpu: self.gen_cpu,
+            server_cpu: self.server_cpu,
             extra,
         }
+    }
+}
+
+/// CPU seconds (user + system) this process has used so far.
+fn own_cpu_s() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU seconds (user + system) process `pid` has used so far.
+fn proc_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th of the line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+/// Samples the generator's and the server's CPU use over the measured
+/// window: `(generator, server)` in cores (1.0 = one core busy).
+struct CpuMeter {
+    pid: Option<u32>,
+    at: Instant,
+    own: f64,
+    server: Option<f64>,
+}
+
+impl CpuMeter {
+    fn start(pid: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            pid,
+            at: Instant::now(),
+            own: own_cpu_s(),
+            server: pid.and_then(proc_cpu_s),
+        }
+    }
+
+    fn stop(self) -> (Option<f64>, Option<f64>) {
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        let r = |x: f64| (x * 100.0).round() / 100.0;
+        let own = r((own_cpu_s() - self.own) / wall);
+        let server = match (self.server, self.pid.and_then(proc_cpu_s)) {
+            (Some(a), Some(b)) => Some(r((b - a) / wall)),
+            _ => None,
+        };
+        (Some(own), server)
     }
 }
 
@@ -300,11 +385,20 @@ where
     let tasks: Vec<_> = (0..o.connections)
         .map(|i| tokio::spawn(worker(i, measure_from, until)))
         .collect();
+    let pid = o.pid;
+    let meter = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let m = CpuMeter::start(pid);
+        tokio::time::sleep_until(until.into()).await;
+        m.stop()
+    });
     let mut totals = Totals {
         hist: histogram(),
         ops: 0,
         errors: 0,
         elapsed: Duration::from_secs_f64(o.duration),
+        gen_cpu: None,
+        server_cpu: None,
     };
     for t in tasks {
         if let Ok((h, ops, errors)) = t.await {
@@ -315,7 +409,103 @@ where
             totals.errors += 1;
         }
     }
+    (totals.gen_cpu, totals.server_cpu) = meter.await.unwrap_or((None, None));
     totals
+}
+
+/// A keep-alive HTTP/1.1 connection driven with prepared request bytes:
+/// the generator writes them as they are and reads only the status line,
+/// `Content-Length` and that many body bytes. A request costs it one write,
+/// one or two reads and a header scan — far less than any server spends on
+/// it, so the generator is never the slowest side (checked by `bench.sh`
+/// against wrk).
+struct RawHttp {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl RawHttp {
+    async fn open(addr: &str) -> Result<RawHttp, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        Ok(RawHttp {
+            tcp,
+            buf: vec![0; 8192],
+            len: 0,
+        })
+    }
+
+    /// Sends the prepared request `req` and returns the response's status.
+    async fn round_trip(&mut self, req: &[u8]) -> Result<u16, String> {
+        use tokio::io::AsyncWriteExt;
+        self.tcp.write_all(req).await.map_err(|e| e.to_string())?;
+        loop {
+            if let Some(end) = find(&self.buf[..self.len], b"\r\n\r\n") {
+                let head = &self.buf[..end];
+                let status = std::str::from_utf8(head.get(9..12).unwrap_or_default())
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("bad status line")?;
+                let need = end + 4 + content_length(head);
+                while self.len < need {
+                    if need > self.buf.len() {
+                        self.buf.resize(need, 0);
+                    }
+                    self.fill().await?;
+                }
+                self.buf.copy_within(need..self.len, 0);
+                self.len -= need;
+                return Ok(status);
+            }
+            if self.len == self.buf.len() {
+                self.buf.resize(self.len * 2, 0);
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), String> {
+        use tokio::io::AsyncReadExt;
+        match self.tcp.read(&mut self.buf[self.len..]).await {
+            Ok(0) => Err("closed".into()),
+            Ok(n) => {
+                self.len += n;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The `Content-Length` of a response head (0 when absent).
+fn content_length(head: &[u8]) -> usize {
+    head.split(|&b| b == b'\n')
+        .find_map(|line| {
+            let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);
+            name.eq_ignore_ascii_case(b"content-length")
+                .then(|| std::str::from_utf8(&value[1..]).ok()?.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0)
+}
+
+/// A POST of `body` to `path` as bytes ready to write.
+fn prepared_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Bytes {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    Bytes::from(req)
 }
 
 async fn m1(o: &Opts) -> Result<Report, String> {
@@ -329,16 +519,22 @@ async fn m1(o: &Opts) -> Result<Report, String> {
         }
         Target::Bare => ("/", json!({"cmd": "GetUser", "uid": UID}).to_string()),
     };
-    let body = Bytes::from(body);
+    // Every request is the same bytes, prepared once.
+    let req = prepared_post(
+        &o.addr,
+        path,
+        &[("Content-Type", "application/json")],
+        &body,
+    );
     let interval = (o.rate > 0.0).then(|| Duration::from_secs_f64(o.connections as f64 / o.rate));
     let addr = o.addr.clone();
     let totals = run_workers(o, move |i, measure_from, until| {
         let addr = addr.clone();
-        let body = body.clone();
+        let req = req.clone();
         async move {
             let mut h = histogram();
             let (mut ops, mut errors) = (0, 0);
-            let Ok(mut conn) = HttpConn::open(&addr).await else {
+            let Ok(mut conn) = RawHttp::open(&addr).await else {
                 return (h, 0, 1);
             };
             // Open loop: request k is due at start + k·interval (spread over
@@ -363,20 +559,20 @@ async fn m1(o: &Opts) -> Result<Report, String> {
                     due
                 };
                 k += 1;
-                let res = conn.post(path, body.clone()).await;
+                let res = conn.round_trip(&req).await;
                 let done = Instant::now();
                 if due < measure_from {
                     continue;
                 }
                 match res {
-                    Ok((200, _)) => {
+                    Ok(200) => {
                         ops += 1;
                         let _ = h.record((done - start).as_micros().max(1) as u64);
                     }
                     Ok(_) => errors += 1,
                     Err(_) => {
                         errors += 1;
-                        match HttpConn::open(&addr).await {
+                        match RawHttp::open(&addr).await {
                             Ok(c) => conn = c,
                             Err(_) => break,
                         }
@@ -455,7 +651,118 @@ async fn open_socket(o: &Opts) -> Result<Ws, String> {
     Ok(ws)
 }
 
+/// A client text frame of `payload`, masked (RFC 6455 §5.3) with a fixed
+/// key: prepared once, written as it is.
+fn masked_text(payload: &[u8]) -> Bytes {
+    const KEY: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+    let mut f = vec![0x81];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&KEY);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+    Bytes::from(f)
+}
+
+/// The cheapest WebSocket client: writes prepared frames, reads only frame
+/// headers and skips payloads.
+struct RawWs {
+    http: RawHttp,
+}
+
+impl RawWs {
+    async fn open(o: &Opts) -> Result<RawWs, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let path = match o.target {
+            Target::Gateway => "/ws",
+            Target::Bare => "/",
+        };
+        let mut http = RawHttp::open(&o.addr).await?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            o.addr
+        );
+        http.tcp
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = Vec::with_capacity(256);
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(http.tcp.read_u8().await.map_err(|e| e.to_string())?);
+            if head.len() > 8192 {
+                return Err("oversized upgrade response".into());
+            }
+        }
+        if !head.starts_with(b"HTTP/1.1 101") {
+            return Err(format!(
+                "upgrade refused: {}",
+                String::from_utf8_lossy(&head)
+            ));
+        }
+        let mut ws = RawWs { http };
+        if o.target == Target::Gateway {
+            let connect = json!({"cmd": "connect", "token": o.token}).to_string();
+            ws.send(&masked_text(connect.as_bytes())).await?;
+            ws.next_frame().await?;
+        }
+        Ok(ws)
+    }
+
+    async fn send(&mut self, frame: &[u8]) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        self.http
+            .tcp
+            .write_all(frame)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Skips the next frame; returns its opcode.
+    async fn next_frame(&mut self) -> Result<u8, String> {
+        let h = &mut self.http;
+        while h.len < 2 {
+            h.fill().await?;
+        }
+        let (op, short) = (h.buf[0] & 0x0f, (h.buf[1] & 0x7f) as usize);
+        let hdr = match short {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        while h.len < hdr {
+            h.fill().await?;
+        }
+        let len = match short {
+            126 => u16::from_be_bytes([h.buf[2], h.buf[3]]) as usize,
+            127 => u64::from_be_bytes(h.buf[2..10].try_into().expect("8 bytes")) as usize,
+            n => n,
+        };
+        let need = hdr + len;
+        if need > h.buf.len() {
+            h.buf.resize(need, 0);
+        }
+        while h.len < need {
+            h.fill().await?;
+        }
+        h.buf.copy_within(need..h.len, 0);
+        h.len -= need;
+        Ok(op)
+    }
+}
+
 async fn m2(o: &Opts) -> Result<Report, String> {
+    if o.client == WsClient::Raw {
+        return m2_raw(o).await;
+    }
     if o.target == Target::Gateway {
         prepare_gateway(o).await?;
     }
@@ -484,6 +791,42 @@ async fn m2(o: &Opts) -> Result<Report, String> {
                         _ => break false,
                     }
                 };
+                if !ok {
+                    errors += 1;
+                    break;
+                }
+                if t0 >= measure_from {
+                    ops += 1;
+                    let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+                }
+            }
+            (h, ops, errors)
+        }
+    })
+    .await;
+    Ok(totals.report(o, serde_json::Map::new()))
+}
+
+/// m2 with [`RawWs`]: one prepared frame per round trip.
+async fn m2_raw(o: &Opts) -> Result<Report, String> {
+    if o.target == Target::Gateway {
+        prepare_gateway(o).await?;
+    }
+    let frame = masked_text(json!({"cmd": "GetUser", "uid": UID}).to_string().as_bytes());
+    let o2 = o.clone();
+    let totals = run_workers(o, move |_, measure_from, until| {
+        let o = o2.clone();
+        let frame = frame.clone();
+        async move {
+            let mut h = histogram();
+            let (mut ops, mut errors) = (0, 0);
+            let Ok(mut ws) = RawWs::open(&o).await else {
+                return (h, 0, 1);
+            };
+            while Instant::now() < until {
+                let t0 = Instant::now();
+                // No event is caused in m2: every text frame is a reply.
+                let ok = ws.send(&frame).await.is_ok() && matches!(ws.next_frame().await, Ok(0x1));
                 if !ok {
                     errors += 1;
                     break;
@@ -544,6 +887,8 @@ async fn m3(o: &Opts) -> Result<Report, String> {
         ops: live,
         errors,
         elapsed: open_time,
+        gen_cpu: None,
+        server_cpu: None,
     };
     Ok(totals.report(o, extra))
 }
@@ -667,6 +1012,8 @@ async fn m4(o: &Opts) -> Result<Report, String> {
         ops: got,
         errors: errors + expected.saturating_sub(got),
         elapsed: started.elapsed(),
+        gen_cpu: None,
+        server_cpu: None,
     };
     Ok(totals.report(o, extra))
 }
@@ -820,18 +1167,20 @@ async fn m7(o: &Opts) -> Result<Report, String> {
         });
     }
     let addr = o.addr.clone();
+    let target = o.target;
     let totals = run_workers(o, move |i, measure_from, until| {
         let (addr, path, url) = (addr.clone(), path.clone(), url.clone());
         async move {
             let mut h = histogram();
             let (mut ops, mut errors) = (0, 0);
-            let Ok(mut conn) = HttpConn::open(&addr).await else {
+            let Ok(mut conn) = RawHttp::open(&addr).await else {
                 return (h, 0, 1);
             };
             let from = format!("+1415555{:04}", i % 10_000);
-            let mut k = 0u64;
-            while Instant::now() < until {
-                k += 1;
+            // Each post to the gateway is a new message (its own
+            // `MessageSid`, signed); the bare echo dedupes nothing, so it
+            // gets a ring of 64 posts prepared before the run.
+            let sms = |k: u64| {
                 let sid = format!("SM{i:08x}{k:024x}");
                 let params: Vec<(String, String)> = [
                     ("ToCountry", "US"),
@@ -855,21 +1204,45 @@ async fn m7(o: &Opts) -> Result<Report, String> {
                 let body = url::form_urlencoded::Serializer::new(String::new())
                     .extend_pairs(&params)
                     .finish();
-                let headers = [
-                    ("content-type", "application/x-www-form-urlencoded"),
-                    ("x-twilio-signature", sig.as_str()),
-                ];
+                prepared_post(
+                    &addr,
+                    &path,
+                    &[
+                        ("Content-Type", "application/x-www-form-urlencoded"),
+                        ("X-Twilio-Signature", sig.as_str()),
+                    ],
+                    &body,
+                )
+            };
+            let ring: Vec<Bytes> = match target {
+                Target::Bare => (0..64).map(sms).collect(),
+                Target::Gateway => Vec::new(),
+            };
+            let mut k = 0u64;
+            while Instant::now() < until {
+                k += 1;
+                let req = match target {
+                    Target::Bare => ring[k as usize % ring.len()].clone(),
+                    Target::Gateway => sms(k),
+                };
                 let t0 = Instant::now();
-                let res = conn.post_with(&path, &headers, Bytes::from(body)).await;
+                let res = conn.round_trip(&req).await;
                 if t0 < measure_from {
                     continue;
                 }
                 match res {
-                    Ok((200, _)) => {
+                    Ok(200) => {
                         ops += 1;
                         let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
                     }
-                    _ => errors += 1,
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        match RawHttp::open(&addr).await {
+                            Ok(c) => conn = c,
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
             (h, ops, errors)
@@ -1033,6 +1406,8 @@ async fn m8(o: &Opts) -> Result<Report, String> {
         ops,
         errors,
         elapsed: Duration::from_secs_f64(o.duration),
+        gen_cpu: None,
+        server_cpu: None,
     };
     let mut extra = serde_json::Map::new();
     extra.insert("closed_conversations".into(), json!(closed));
@@ -1156,6 +1531,8 @@ async fn m9(o: &Opts) -> Result<Report, String> {
         ops: replayed,
         errors: 0,
         elapsed: replay,
+        gen_cpu: None,
+        server_cpu: None,
     };
     let mut extra = serde_json::Map::new();
     extra.insert("replay_ms".into(), json!(replay.as_millis() as u64));
@@ -1175,10 +1552,8 @@ struct Receiver {
     gate: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
-async fn start_receiver() -> Result<Receiver, String> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
+async fn start_receiver(bind: &str) -> Result<Receiver, String> {
+    let listener = TcpListener::bind(bind).await.map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let total = Arc::new(AtomicU64::new(0));
     let ids = Arc::new(Mutex::new(HashSet::new()));
@@ -1225,7 +1600,26 @@ async fn start_receiver() -> Result<Receiver, String> {
 }
 
 async fn m6(o: &Opts) -> Result<Report, String> {
-    let rx = start_receiver().await?;
+    if o.receiver_only {
+        let rx = start_receiver(&o.addr).await?;
+        rx.gate.send_replace(true);
+        tokio::time::sleep(Duration::from_secs_f64(o.warmup)).await;
+        let (n0, cpu) = (rx.total.load(Ordering::Relaxed), CpuMeter::start(None));
+        tokio::time::sleep(Duration::from_secs_f64(o.duration)).await;
+        let ops = rx.total.load(Ordering::Relaxed) - n0;
+        let totals = Totals {
+            hist: histogram(),
+            ops,
+            errors: 0,
+            elapsed: Duration::from_secs_f64(o.duration),
+            gen_cpu: cpu.stop().0,
+            server_cpu: None,
+        };
+        let mut extra = serde_json::Map::new();
+        extra.insert("receiver_only".into(), json!(true));
+        return Ok(totals.report(o, extra));
+    }
+    let rx = start_receiver("127.0.0.1:0").await?;
     let n = o.events as u64;
     let body = Bytes::from(
         json!({"cmd":"onUserUpdate","ok":1,"data":{"user":{"uid":UID},"update":{"notes":"x"}},"seq":1,"eventId":"evt_0"})
@@ -1314,6 +1708,8 @@ async fn m6(o: &Opts) -> Result<Report, String> {
         ops: distinct,
         errors: total.saturating_sub(distinct),
         elapsed,
+        gen_cpu: None,
+        server_cpu: None,
     };
     Ok(totals.report(o, extra))
 }
@@ -1334,7 +1730,8 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
 }
 
 #[allow(dead_code)]
-#[tokio::main]
+// Pinned to one core by bench.sh: one thread, no work stealing.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let opts = Opts::parse();
     match run(&opts).await {

@@ -32,6 +32,8 @@ fn opts(scenario: Scenario, target: Target, addr: String, token: &str, connectio
         fsync_dir: None,
         public_base_url: None,
         conversations: 20,
+        client: loadgen::WsClient::Raw,
+        receiver_only: false,
     }
 }
 
@@ -94,11 +96,23 @@ async fn m2_websocket_round_trips() {
     .await
     .unwrap();
     assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+    assert!(r.gen_cpu.is_some() && r.server_cpu.is_some(), "{r:?}");
     let bare_addr = bare(|l| Box::pin(bare_ws_echo::serve(l))).await;
-    let r = loadgen::run(&opts(Scenario::M2, Target::Bare, bare_addr, "", 4))
+    let r = loadgen::run(&opts(Scenario::M2, Target::Bare, bare_addr.clone(), "", 4))
         .await
         .unwrap();
     assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+    // The independent client of bench.sh's generator check.
+    for target in [Target::Gateway, Target::Bare] {
+        let addr = match target {
+            Target::Gateway => gw.gw().addr.to_string(),
+            Target::Bare => bare_addr.clone(),
+        };
+        let mut o = opts(Scenario::M2, target, addr, &gw.token, 4);
+        o.client = loadgen::WsClient::Tungstenite;
+        let r = loadgen::run(&o).await.unwrap();
+        assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,6 +196,11 @@ async fn m6_webhook_deliveries_each_once() {
         .await
         .unwrap();
     assert_eq!(r.operations, 40, "{r:?}");
+    // The receiver alone, as bench.sh measures its capacity.
+    let mut o = opts(Scenario::M6, Target::Bare, "127.0.0.1:0".into(), "", 1);
+    o.receiver_only = true;
+    let r = loadgen::run(&o).await.unwrap();
+    assert_eq!((r.operations, r.errors), (0, 0), "nothing posted: {r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
