@@ -17,9 +17,19 @@ pub fn now_iso() -> String {
     iso_millis(Utc::now())
 }
 
-/// Unix milliseconds now.
+/// Unix milliseconds now (from `SystemTime`: no calendar arithmetic, it
+/// is read on every request).
 pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Milliseconds on a monotonic clock since the first call: for deadlines
+/// within this process, unaffected by changes of the wall clock.
+pub fn mono_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64
 }
 
 /// Unix milliseconds as the protocol's timestamp (ISO 8601 UTC, milliseconds).

@@ -143,7 +143,12 @@ struct Inner {
 #[derive(Default)]
 struct OrgCache {
     generation: u64,
+    /// By the token's SHA-256 (hex).
     map: HashMap<String, Arc<Org>>,
+    /// By the raw token, for tokens that resolved before: a hit costs one
+    /// lookup, no SHA-256. Only tokens that resolved are kept, so it is
+    /// bounded by the number of keys; emptied with `map`.
+    raw: HashMap<Box<str>, Arc<Org>>,
 }
 
 /// A committed batch waiting for its flush: its events and its waiter.
@@ -327,6 +332,7 @@ impl Store {
                 let mut cache = self.org_cache_write();
                 cache.generation += 1;
                 cache.map.clear();
+                cache.raw.clear();
             }
             let (done_tx, done_rx) = oneshot::channel();
             // Sent under the lock: the flusher sees batches in commit order.

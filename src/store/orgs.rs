@@ -86,6 +86,32 @@ impl Store {
         Ok(org)
     }
 
+    /// The caller's view of raw `token` if it resolved before and nothing
+    /// that changes an organization or a token was written since (the
+    /// same invalidation as [`Store::org_by_token`]'s cache): no hashing.
+    pub fn cached_org(&self, token: &str) -> Option<Arc<Org>> {
+        self.org_cache_read().raw.get(token).cloned()
+    }
+
+    /// [`Store::org_by_token`] for raw `token`, whose SHA-256 (hex) is
+    /// `token_sha256`; a token that resolves is remembered for
+    /// [`Store::cached_org`].
+    pub fn org_by_raw_token(
+        &self,
+        token: &str,
+        token_sha256: &str,
+    ) -> Result<Option<Arc<Org>>, StoreError> {
+        let generation = self.org_cache_read().generation;
+        let org = self.org_by_token(token_sha256)?;
+        if let Some(org) = &org {
+            let mut cache = self.org_cache_write();
+            if cache.generation == generation {
+                cache.raw.insert(token.into(), org.clone());
+            }
+        }
+        Ok(org)
+    }
+
     fn org_cache_read(&self) -> std::sync::RwLockReadGuard<'_, OrgCache> {
         let lock = &self.inner.orgs_by_token;
         lock.read().unwrap_or_else(|p| p.into_inner())

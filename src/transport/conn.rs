@@ -137,27 +137,43 @@ const DONE: u8 = 3;
 /// Where a connection is: idle (waiting for a request), reading a
 /// request's head, busy with a request, or handed over (upgraded) — and
 /// since when, and whether it has served a request yet.
-#[derive(Default)]
+///
+/// Phase changes only note the time; they do not wake the watchdog
+/// ([`Watch::overstayed`]), which sleeps until the deadline it armed and
+/// then re-reads the phase. The one change that can bring a deadline
+/// forward — the first bytes of a request after an idle spell armed for
+/// `keepalive_timeout` — wakes it. Under steady traffic the watchdog thus
+/// wakes about once per `header_read_timeout`, not three times per request.
 pub struct Watch {
     phase: AtomicU8,
     since_ms: AtomicI64,
     served: AtomicU8,
+    /// The deadline the watchdog sleeps until ([`crate::time::mono_ms`]).
+    armed_ms: AtomicI64,
+    header_ms: i64,
+    keepalive_ms: i64,
     changed: Notify,
 }
 
 impl Watch {
-    /// A watch of a connection accepted now.
-    pub fn new() -> Arc<Watch> {
-        let w = Watch::default();
-        w.since_ms.store(crate::time::now_ms(), Ordering::Relaxed);
-        Arc::new(w)
+    /// A watch of a connection accepted now, with the connection's
+    /// `header_read_timeout` and `keepalive_timeout`.
+    pub fn new(header: Duration, keepalive: Duration) -> Arc<Watch> {
+        Arc::new(Watch {
+            phase: AtomicU8::new(IDLE),
+            since_ms: AtomicI64::new(crate::time::mono_ms()),
+            served: AtomicU8::new(0),
+            armed_ms: AtomicI64::new(i64::MAX),
+            header_ms: header.as_millis() as i64,
+            keepalive_ms: keepalive.as_millis() as i64,
+            changed: Notify::new(),
+        })
     }
 
     fn set(&self, phase: u8) {
         self.since_ms
-            .store(crate::time::now_ms(), Ordering::Relaxed);
+            .store(crate::time::mono_ms(), Ordering::Relaxed);
         self.phase.store(phase, Ordering::Release);
-        self.changed.notify_one();
     }
 
     /// A request's head was read: the handler runs.
@@ -184,36 +200,38 @@ impl Watch {
             .compare_exchange(IDLE, HEAD, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.since_ms
-                .store(crate::time::now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
+            let now = crate::time::mono_ms();
+            self.since_ms.store(now, Ordering::Relaxed);
+            // Wake the watchdog only if it sleeps past the head's deadline.
+            if self.armed_ms.load(Ordering::Relaxed) > now + self.header_ms {
+                self.changed.notify_one();
+            }
         }
     }
 
-    /// Resolves when the connection overstays its phase; says which.
-    pub async fn overstayed(&self, header: Duration, keepalive: Duration) -> &'static str {
+    /// Resolves when the connection overstays its phase; says which. A
+    /// request in progress is re-checked every `header_read_timeout`.
+    pub async fn overstayed(&self) -> &'static str {
         loop {
             let changed = self.changed.notified();
+            let now = crate::time::mono_ms();
             let since = self.since_ms.load(Ordering::Relaxed);
-            let (limit, what) = match self.phase.load(Ordering::Acquire) {
-                IDLE if self.served.load(Ordering::Relaxed) == 0 => (Some(header), "no request"),
-                IDLE => (Some(keepalive), "idle keep-alive"),
-                HEAD => (Some(header), "slow request headers"),
-                _ => (None, ""),
-            };
-            match limit {
-                Some(limit) => {
-                    let due = since + limit.as_millis() as i64;
-                    let left = due - crate::time::now_ms();
-                    if left <= 0 {
-                        return what;
-                    }
-                    tokio::select! {
-                        _ = changed => {}
-                        _ = tokio::time::sleep(Duration::from_millis(left as u64)) => {}
-                    }
+            let (due, what) = match self.phase.load(Ordering::Acquire) {
+                IDLE if self.served.load(Ordering::Relaxed) == 0 => {
+                    (since + self.header_ms, Some("no request"))
                 }
-                None => changed.await,
+                IDLE => (since + self.keepalive_ms, Some("idle keep-alive")),
+                HEAD => (since + self.header_ms, Some("slow request headers")),
+                BUSY => (now + self.header_ms, None),
+                _ => return std::future::pending().await,
+            };
+            if let (Some(what), true) = (what, due <= now) {
+                return what;
+            }
+            self.armed_ms.store(due, Ordering::Relaxed);
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(Duration::from_millis((due - now).max(1) as u64)) => {}
             }
         }
     }

@@ -208,9 +208,9 @@ async fn serve_conn<I>(
     use axum::http::Method;
     use futures_util::future::Either;
     let shutdown = app.shutdown.clone();
-    let watch = conn::Watch::new();
     let header = crate::config::Config::secs(app.ctx.config.header_read_timeout);
     let keepalive = crate::config::Config::secs(app.ctx.config.keepalive_timeout);
+    let watch = conn::Watch::new(header, keepalive);
     let io = conn::Watched::new(io, watch.clone());
     let w = watch.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -253,7 +253,7 @@ async fn serve_conn<I>(
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection error") },
-        what = watch.overstayed(header, keepalive) => {
+        what = watch.overstayed() => {
             tracing::debug!(%peer, what, "connection closed: it overstayed its phase");
         }
         _ = shutdown.cancelled() => {
