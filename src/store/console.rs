@@ -119,6 +119,7 @@ impl Store {
         }
         if n > 0 {
             self.inner.db.apply_batch(batch)?;
+            self.forget_users();
             self.inner.db.flush_async().await?;
         }
         Ok(n)

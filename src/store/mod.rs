@@ -134,6 +134,24 @@ struct Inner {
     /// so this spares two reads and a decode per command. Emptied by every
     /// write that changes an organization or a token.
     orgs_by_token: RwLock<OrgCache>,
+    /// User records as stored (`usr/` values), as read: `GetUser` and
+    /// every command that loads a user skip sled's tree walk.
+    users: RwLock<UserCache>,
+}
+
+/// Read-through cache of `usr/` records, by key. Writes update it under the
+/// write lock right after their batch is applied; a read fills it only if
+/// no user was written since the read began (`generation`), so it never
+/// holds a record older than the tree. At most [`UserCache::MAX`] entries:
+/// a full cache is emptied and refills from reads.
+#[derive(Default)]
+struct UserCache {
+    generation: u64,
+    map: HashMap<Vec<u8>, sled::IVec>,
+}
+
+impl UserCache {
+    const MAX: usize = 65_536;
 }
 
 /// Read-through cache of `tok/` + `org/`. A read fills it only if no write
@@ -190,6 +208,7 @@ impl Store {
             flushes: AtomicU64::new(0),
             flushed_writes: AtomicU64::new(0),
             orgs_by_token: RwLock::default(),
+            users: RwLock::default(),
             durable: RwLock::default(),
             key_use: Mutex::default(),
             pending_callbacks: Mutex::default(),
@@ -288,6 +307,7 @@ impl Store {
                 track_users: false,
                 closed_seq: None,
                 callbacks_queued: 0,
+                user_changes: Vec::new(),
             };
             let out = f(&mut tx)?;
             let WriteTx {
@@ -296,6 +316,7 @@ impl Store {
                 last_seq,
                 orgs_changed,
                 callbacks_queued,
+                user_changes,
                 ..
             } = tx;
             if let Some(seq) = last_seq {
@@ -319,6 +340,9 @@ impl Store {
                 }
             }
             self.inner.db.apply_batch(batch).map_err(StoreError::from)?;
+            if !user_changes.is_empty() {
+                self.users_changed(user_changes);
+            }
             if callbacks_queued > 0 {
                 *self
                     .inner
@@ -395,6 +419,8 @@ pub struct WriteTx<'a> {
     closed_seq: Option<u64>,
     /// Delivery callbacks this write queues.
     callbacks_queued: usize,
+    /// User records this write stages (`None`: removed), for the cache.
+    user_changes: Vec<(Vec<u8>, Option<sled::IVec>)>,
 }
 
 impl WriteTx<'_> {

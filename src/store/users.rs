@@ -17,11 +17,58 @@ impl Store {
             .count())
     }
 
+    /// The stored record of user `uid` of `org`, through the cache.
+    fn user_value(&self, org: &str, uid: &str) -> Result<Option<sled::IVec>, StoreError> {
+        let k = key(&["usr", org, uid]);
+        let generation = {
+            let cache = self.inner.users.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = cache.map.get(&k) {
+                return Ok(Some(v.clone()));
+            }
+            cache.generation
+        };
+        let v = self.inner.db.get(&k)?;
+        if let Some(v) = &v {
+            let mut cache = self.inner.users.write().unwrap_or_else(|p| p.into_inner());
+            if cache.generation == generation {
+                if cache.map.len() >= super::UserCache::MAX {
+                    cache.map.clear();
+                }
+                cache.map.insert(k, v.clone());
+            }
+        }
+        Ok(v)
+    }
+
+    /// Applies a committed write's user changes to the cache (under the
+    /// write lock, right after the batch).
+    pub(super) fn users_changed(&self, changes: Vec<(Vec<u8>, Option<sled::IVec>)>) {
+        let mut cache = self.inner.users.write().unwrap_or_else(|p| p.into_inner());
+        cache.generation += 1;
+        for (k, v) in changes {
+            match v {
+                Some(v) if cache.map.contains_key(&k) => {
+                    cache.map.insert(k, v);
+                }
+                Some(_) => {}
+                None => {
+                    cache.map.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Empties the user cache (after records were rewritten outside
+    /// [`Store::write`]).
+    pub(super) fn forget_users(&self) {
+        let mut cache = self.inner.users.write().unwrap_or_else(|p| p.into_inner());
+        cache.generation += 1;
+        cache.map.clear();
+    }
+
     /// The user `uid` of `org`, with its tags.
     pub fn user(&self, org: &str, uid: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.inner
-            .db
-            .get(key(&["usr", org, uid]))?
+        self.user_value(org, uid)?
             .map(|v| decode_user(&v))
             .transpose()
     }
@@ -30,7 +77,7 @@ impl Store {
     /// (tags left out), for replies that pass it on unchanged (`GetUser`)
     /// without a decode into a [`User`] and an encode back.
     pub fn user_json(&self, org: &str, uid: &str) -> Result<Option<Bytes>, StoreError> {
-        let Some(v) = self.inner.db.get(key(&["usr", org, uid]))? else {
+        let Some(v) = self.user_value(org, uid)? else {
             return Ok(None);
         };
         if let Some((user, _)) = split_user(&v) {
@@ -79,8 +126,10 @@ impl Store {
 impl WriteTx<'_> {
     /// Stages `user` (with its tags).
     pub fn put_user(&mut self, rec: &UserRecord) {
-        self.batch
-            .insert(key(&["usr", self.org, &rec.user.uid]), encode_user(rec));
+        let k = key(&["usr", self.org, &rec.user.uid]);
+        let v = sled::IVec::from(encode_user(rec));
+        self.batch.insert(k.clone(), v.clone());
+        self.user_changes.push((k, Some(v)));
         if self.track_users {
             self.staged_users.insert(rec.user.uid.clone(), rec.clone());
         }
@@ -104,7 +153,9 @@ impl WriteTx<'_> {
 
     /// Stages the removal of user `uid` and its custom data.
     pub fn delete_user(&mut self, uid: &str) {
-        self.batch.remove(key(&["usr", self.org, uid]));
+        let k = key(&["usr", self.org, uid]);
+        self.batch.remove(k.clone());
+        self.user_changes.push((k, None));
         self.batch.remove(key(&["dat", self.org, uid]));
     }
 
