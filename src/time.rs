@@ -29,7 +29,10 @@ pub fn now_ms() -> i64 {
 /// within this process, unaffected by changes of the wall clock.
 pub fn mono_ms() -> i64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as i64
 }
 
 /// Unix milliseconds as the protocol's timestamp (ISO 8601 UTC, milliseconds).
