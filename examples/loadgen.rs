@@ -590,22 +590,15 @@ async fn m1(o: &Opts) -> Result<Report, String> {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
-/// A socket to the gateway (connected with the token) or to the bare echo.
-///
-/// The upgrade is done by hand so that tungstenite starts from a fresh 4 KiB
-/// read buffer: after its own client handshake, it inherits the handshake's
-/// buffer, and zero-filling that on every read made the generator, not the
-/// server, the bottleneck of fan-out (measured with perf: 35% in memset).
-async fn open_socket(o: &Opts) -> Result<Ws, String> {
+/// Sends the WebSocket upgrade request for `o`'s target on `tcp` and reads
+/// exactly the response head (the server sends nothing after its 101 until
+/// the client speaks). Errors: anything but 101.
+async fn upgrade(tcp: &mut TcpStream, o: &Opts) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let path = match o.target {
         Target::Gateway => "/ws",
         Target::Bare => "/",
     };
-    let mut tcp = TcpStream::connect(&o.addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -614,11 +607,9 @@ async fn open_socket(o: &Opts) -> Result<Ws, String> {
     tcp.write_all(request.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    // The server sends nothing after its 101 until we speak: read exactly the head.
     let mut head = Vec::with_capacity(256);
     while !head.ends_with(b"\r\n\r\n") {
-        let b = tcp.read_u8().await.map_err(|e| e.to_string())?;
-        head.push(b);
+        head.push(tcp.read_u8().await.map_err(|e| e.to_string())?);
         if head.len() > 8192 {
             return Err("oversized upgrade response".into());
         }
@@ -629,6 +620,21 @@ async fn open_socket(o: &Opts) -> Result<Ws, String> {
             String::from_utf8_lossy(&head)
         ));
     }
+    Ok(())
+}
+
+/// A socket to the gateway (connected with the token) or to the bare echo.
+///
+/// The upgrade is done by hand so that tungstenite starts from a fresh 4 KiB
+/// read buffer: after its own client handshake, it inherits the handshake's
+/// buffer, and zero-filling that on every read made the generator, not the
+/// server, the bottleneck of fan-out (measured with perf: 35% in memset).
+async fn open_socket(o: &Opts) -> Result<Ws, String> {
+    let mut tcp = TcpStream::connect(&o.addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    upgrade(&mut tcp, o).await?;
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
@@ -680,34 +686,8 @@ struct RawWs {
 
 impl RawWs {
     async fn open(o: &Opts) -> Result<RawWs, String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let path = match o.target {
-            Target::Gateway => "/ws",
-            Target::Bare => "/",
-        };
         let mut http = RawHttp::open(&o.addr).await?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            o.addr
-        );
-        http.tcp
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut head = Vec::with_capacity(256);
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(http.tcp.read_u8().await.map_err(|e| e.to_string())?);
-            if head.len() > 8192 {
-                return Err("oversized upgrade response".into());
-            }
-        }
-        if !head.starts_with(b"HTTP/1.1 101") {
-            return Err(format!(
-                "upgrade refused: {}",
-                String::from_utf8_lossy(&head)
-            ));
-        }
+        upgrade(&mut http.tcp, o).await?;
         let mut ws = RawWs { http };
         if o.target == Target::Gateway {
             let connect = json!({"cmd": "connect", "token": o.token}).to_string();
@@ -759,10 +739,46 @@ impl RawWs {
     }
 }
 
-async fn m2(o: &Opts) -> Result<Report, String> {
-    if o.client == WsClient::Raw {
-        return m2_raw(o).await;
+/// One m2 client socket: the raw-frame client or tungstenite.
+enum M2Socket {
+    Raw(RawWs, Bytes),
+    Tungstenite(Box<Ws>, String),
+}
+
+impl M2Socket {
+    async fn open(o: &Opts, msg: &str) -> Result<M2Socket, String> {
+        Ok(match o.client {
+            WsClient::Raw => M2Socket::Raw(RawWs::open(o).await?, masked_text(msg.as_bytes())),
+            WsClient::Tungstenite => {
+                M2Socket::Tungstenite(Box::new(open_socket(o).await?), msg.into())
+            }
+        })
     }
+
+    /// Sends the command and waits for its reply; `false` when the socket
+    /// failed. No event is caused in m2: every text frame is a reply.
+    async fn round_trip(&mut self) -> bool {
+        match self {
+            M2Socket::Raw(ws, frame) => {
+                ws.send(frame).await.is_ok() && matches!(ws.next_frame().await, Ok(0x1))
+            }
+            M2Socket::Tungstenite(ws, msg) => {
+                if ws.send(Message::Text(msg.clone().into())).await.is_err() {
+                    return false;
+                }
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(_))) => return true,
+                        Some(Ok(_)) => continue,
+                        _ => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn m2(o: &Opts) -> Result<Report, String> {
     if o.target == Target::Gateway {
         prepare_gateway(o).await?;
     }
@@ -774,60 +790,12 @@ async fn m2(o: &Opts) -> Result<Report, String> {
         async move {
             let mut h = histogram();
             let (mut ops, mut errors) = (0, 0);
-            let Ok(mut ws) = open_socket(&o).await else {
+            let Ok(mut ws) = M2Socket::open(&o, &msg).await else {
                 return (h, 0, 1);
             };
             while Instant::now() < until {
                 let t0 = Instant::now();
-                if ws.send(Message::Text(msg.clone().into())).await.is_err() {
-                    errors += 1;
-                    break;
-                }
-                let ok = loop {
-                    match ws.next().await {
-                        Some(Ok(Message::Text(t))) if t.contains("\"seq\"") => continue,
-                        Some(Ok(Message::Text(_))) => break true,
-                        Some(Ok(_)) => continue,
-                        _ => break false,
-                    }
-                };
-                if !ok {
-                    errors += 1;
-                    break;
-                }
-                if t0 >= measure_from {
-                    ops += 1;
-                    let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
-                }
-            }
-            (h, ops, errors)
-        }
-    })
-    .await;
-    Ok(totals.report(o, serde_json::Map::new()))
-}
-
-/// m2 with [`RawWs`]: one prepared frame per round trip.
-async fn m2_raw(o: &Opts) -> Result<Report, String> {
-    if o.target == Target::Gateway {
-        prepare_gateway(o).await?;
-    }
-    let frame = masked_text(json!({"cmd": "GetUser", "uid": UID}).to_string().as_bytes());
-    let o2 = o.clone();
-    let totals = run_workers(o, move |_, measure_from, until| {
-        let o = o2.clone();
-        let frame = frame.clone();
-        async move {
-            let mut h = histogram();
-            let (mut ops, mut errors) = (0, 0);
-            let Ok(mut ws) = RawWs::open(&o).await else {
-                return (h, 0, 1);
-            };
-            while Instant::now() < until {
-                let t0 = Instant::now();
-                // No event is caused in m2: every text frame is a reply.
-                let ok = ws.send(&frame).await.is_ok() && matches!(ws.next_frame().await, Ok(0x1));
-                if !ok {
+                if !ws.round_trip().await {
                     errors += 1;
                     break;
                 }

@@ -240,3 +240,19 @@ pub fn connect_resume(env: &super::Envelope<'_>) -> Result<Option<(String, u64)>
         Some(_) => Err(bad()),
     }
 }
+
+/// A template send's or lookup's `templateName` and `language`, trimmed.
+/// Errors: 3003 missing name, 3004 missing language.
+pub(crate) fn template_of(f: &Fields) -> Result<(String, String), ApiError> {
+    let name = f.req_str(
+        "templateName",
+        ErrorCode::MissingTemplateName,
+        ErrorCode::MissingTemplateName,
+    )?;
+    let language = f.req_str(
+        "language",
+        ErrorCode::MissingTemplateLanguage,
+        ErrorCode::MissingTemplateLanguage,
+    )?;
+    Ok((name.trim().to_string(), language.trim().to_string()))
+}

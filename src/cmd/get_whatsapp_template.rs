@@ -19,7 +19,7 @@
 
 use super::Fields;
 use crate::ctx::Ctx;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::messages::templates;
 use crate::model::Org;
 use crate::reply::Reply;
@@ -41,22 +41,7 @@ impl GetWhatsAppTemplate {
                 wanted: None,
             });
         }
-        let name = f
-            .req_str(
-                "templateName",
-                ErrorCode::MissingTemplateName,
-                ErrorCode::MissingTemplateName,
-            )?
-            .trim()
-            .to_string();
-        let language = f
-            .req_str(
-                "language",
-                ErrorCode::MissingTemplateLanguage,
-                ErrorCode::MissingTemplateLanguage,
-            )?
-            .trim()
-            .to_string();
+        let (name, language) = super::fields::template_of(f)?;
         Ok(GetWhatsAppTemplate {
             bot_id,
             wanted: Some((name, language)),

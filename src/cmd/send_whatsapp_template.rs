@@ -67,22 +67,7 @@ impl SendWhatsAppTemplate {
             f.opt_str("phone", ErrorCode::InvalidPhone)?
                 .unwrap_or_default(),
         )?;
-        let template_name = f
-            .req_str(
-                "templateName",
-                ErrorCode::MissingTemplateName,
-                ErrorCode::MissingTemplateName,
-            )?
-            .trim()
-            .to_string();
-        let language = f
-            .req_str(
-                "language",
-                ErrorCode::MissingTemplateLanguage,
-                ErrorCode::MissingTemplateLanguage,
-            )?
-            .trim()
-            .to_string();
+        let (template_name, language) = super::fields::template_of(f)?;
         let parameters = match f.value("parameters") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(a)) => a,

@@ -187,19 +187,6 @@ async fn passwords_are_checked_hashed_and_never_echoed() {
     assert_eq!(sign_in_raw(&gw, AGENT, PASSWORD).await.0, 200);
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn sign_in_sets_a_strict_cookie_and_refuses_alike_whether_or_not_the_email_exists() {
     let gw = spawn_console(|_| {}).await;

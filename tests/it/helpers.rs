@@ -377,3 +377,17 @@ pub async fn receiver(status: u16) -> wiremock::MockServer {
         .await;
     server
 }
+
+/// Every file under `dir`, recursively (tests that check what reaches disk).
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -176,19 +176,6 @@ fn binary_prints_the_token_once_and_locks_the_data_dir() {
     assert!(sigterm(&mut again).success());
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[test]
 fn bootstrap_token_comes_from_the_environment_and_is_checked() {
     let dir = tempfile::tempdir().unwrap();

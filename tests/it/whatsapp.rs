@@ -828,7 +828,7 @@ async fn secrets_are_sealed_at_rest_and_never_returned() {
     assert_eq!(s, 200);
     gw.stop().await;
     let mut found = Vec::new();
-    for entry in walk(gw.config.data_dir.clone()) {
+    for entry in walk(&gw.config.data_dir) {
         let bytes = std::fs::read(&entry).unwrap();
         for secret in [ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, "callback-secret-42"] {
             if bytes.windows(secret.len()).any(|w| w == secret.as_bytes()) {
@@ -840,19 +840,6 @@ async fn secrets_are_sealed_at_rest_and_never_returned() {
     gw.restart().await;
     let (s, r) = send_template(&gw, "+447922029418", json!({})).await;
     assert_eq!(s, 200, "the sealed token opens after a restart: {r}");
-}
-
-fn walk(dir: std::path::PathBuf) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test]
