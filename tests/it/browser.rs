@@ -132,6 +132,9 @@ async fn an_agent_answers_a_customer_in_chromium() {
     let gw = spawn_console(|c| {
         c.graph_base_url = graph;
         c.provider_retry_schedule = vec![0.02];
+        // The agent answers faster than the reference's one message per
+        // second per phone.
+        c.phone_rate_limit = 1000;
     })
     .await;
     create_bot(&gw).await;
@@ -253,6 +256,53 @@ async fn an_agent_answers_a_customer_in_chromium() {
     )
     .await;
 
+    // Outside WhatsApp's 24-hour window a reply is refused: the reason is
+    // shown and an approved template can go out instead.
+    fake.refuse_texts_outside_window().await;
+    fill(&c, "#reply", "Are you still there?").await;
+    click(&c, "#send").await;
+    until(
+        &c,
+        "the refusal",
+        "document.getElementById('send-error').textContent.includes('Re-engagement message')",
+    )
+    .await;
+    until(
+        &c,
+        "the templates",
+        "!document.getElementById('templates').hidden",
+    )
+    .await;
+    let names = js(
+        &c,
+        "[...document.querySelectorAll('#template option')].map(o => o.textContent)",
+    )
+    .await;
+    assert!(
+        !names.to_string().contains("spring_sale"),
+        "only approved templates: {names}"
+    );
+    click(&c, "#template option[value*='followup_inquiry_request']").await;
+    click(&c, "#send-template").await;
+    until(
+        &c,
+        "the template sent",
+        "document.getElementById('templates').hidden",
+    )
+    .await;
+    let sends = fake.sends().await;
+    let last = sends.last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["template"]["name"].as_str()),
+        (Some("template"), Some("followup_inquiry_request")),
+        "{last}"
+    );
+    assert_eq!(
+        sends.iter().filter(|s| s["type"] == "text").count(),
+        2,
+        "the refused text was tried once"
+    );
+
     // A note is kept, never sent.
     fill(&c, "#note", "Customer asked twice; prioritise.").await;
     click(&c, "#add-note").await;
@@ -262,7 +312,11 @@ async fn an_agent_answers_a_customer_in_chromium() {
         "document.querySelector('#transcript li.note') !== null",
     )
     .await;
-    assert_eq!(fake.sends().await.len(), 1, "a note is never sent");
+    assert_eq!(
+        fake.sends().await.len(),
+        sends.len(),
+        "a note is never sent"
+    );
     screenshot(&c, "console-conversation.png").await;
 
     // An edit in the user panel is the CRM's own change, with its event.

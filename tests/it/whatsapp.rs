@@ -210,6 +210,23 @@ impl FakeGraph {
         format!("{}/v23.0", self.server.uri())
     }
 
+    /// From now on, refuses every free-form text as the Graph API does
+    /// outside the 24-hour customer-service window (131047); templates
+    /// still go out.
+    pub(crate) async fn refuse_texts_outside_window(&self) {
+        Mock::given(method("POST"))
+            .and(path(format!("/v23.0/{PNID}/messages")))
+            .and(body_partial_json(json!({"type": "text"})))
+            .respond_with(ResponseTemplate::new(400).set_body_json(graph_error(
+                131047,
+                "Re-engagement message",
+                "Message failed to send because more than 24 hours have passed since the customer last replied to this number.",
+            )))
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+
     /// The message sends received so far.
     pub(crate) async fn sends(&self) -> Vec<Value> {
         self.server
@@ -529,17 +546,7 @@ async fn failures_surface_with_whatsapp_codes() {
     assert_eq!(d["ack"], -1);
     assert_eq!(d["whatsappErrorCode"], 131050);
     // The Graph API refuses a text outside the 24-hour window: 3002 with 131047.
-    Mock::given(method("POST"))
-        .and(path(format!("/v23.0/{PNID}/messages")))
-        .and(body_partial_json(json!({"type": "text"})))
-        .respond_with(ResponseTemplate::new(400).set_body_json(graph_error(
-            131047,
-            "Re-engagement message",
-            "Message failed to send because more than 24 hours have passed since the customer last replied to this number.",
-        )))
-        .with_priority(1)
-        .mount(&fake.server)
-        .await;
+    fake.refuse_texts_outside_window().await;
     let (s, r) = gw
         .cmd(
             "SendTextMessage",

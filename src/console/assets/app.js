@@ -98,7 +98,9 @@ setInterval(() => {
 function setLink(text) { $("link-state").textContent = text; }
 
 function errorText(r) {
-  return `${r.error || "failed"} (error ${r.errorCode})`;
+  // The channel's own reason, when the provider gave one.
+  const desc = r.whatsappErrorDesc || r.smsErrorDesc || r.telegramErrorDesc;
+  return `${r.error || "failed"}${desc ? ": " + desc : ""} (error ${r.errorCode})`;
 }
 
 // ---------------------------------------------------------------- events
