@@ -221,11 +221,13 @@ async fn serve_conn<I>(
         } else if req.method() == Method::POST && req.uri().path() == "/api" {
             let app = app.clone();
             let req = req.map(axum::body::Body::new);
-            Either::Left(Either::Left(async move {
+            // Boxed: hyper moves the service's future into place, and the
+            // whole command's state machine is kilobytes (memcpy).
+            Either::Left(Either::Left(Box::pin(async move {
                 Ok::<_, std::convert::Infallible>(
                     http::api(axum::extract::State(app), req, peer).await,
                 )
-            }))
+            })))
         } else {
             if upgrade {
                 req.extensions_mut().insert(ConnInfo {
@@ -235,7 +237,7 @@ async fn serve_conn<I>(
             } else {
                 req.extensions_mut().insert(http::Peer(peer));
             }
-            Either::Right(router.clone().oneshot(req))
+            Either::Right(Box::pin(router.clone().oneshot(req)))
         };
         let w = w.clone();
         async move {
