@@ -91,10 +91,22 @@ impl Store {
 
     /// Sets the base of users' console URLs (`public_base_url`) and gives
     /// every user whose `url` is not under it one: its earlier link kept,
-    /// or a new one. Returns how many users changed; durable on return.
+    /// or a new one. The base the users were last linked under is kept in
+    /// `meta/console_base`: a start with the same base reads no user (every
+    /// user created since got its link at creation). Returns how many users
+    /// changed; durable on return.
     pub async fn set_console_base(&self, base: &str) -> Result<usize, StoreError> {
         let base = base.trim_end_matches('/').to_string();
         let _ = self.inner.console_base.set(base.clone());
+        const META: &[u8] = b"meta/console_base";
+        if self
+            .inner
+            .db
+            .get(META)?
+            .is_some_and(|v| *v == *base.as_bytes())
+        {
+            return Ok(0);
+        }
         let prefix = format!("{base}{USER_PATH}");
         let mut batch = sled::Batch::default();
         let mut n = 0;
@@ -117,11 +129,11 @@ impl Store {
             batch.insert(k, super::codec::encode_user(&rec));
             n += 1;
         }
-        if n > 0 {
-            self.inner.db.apply_batch(batch)?;
-            self.forget_users();
-            self.inner.db.flush_async().await?;
-        }
+        // The links and the base they were made under, in one batch.
+        batch.insert(META, base.as_bytes());
+        self.inner.db.apply_batch(batch)?;
+        self.forget_users();
+        self.inner.db.flush_async().await?;
         Ok(n)
     }
 }

@@ -12,6 +12,7 @@
 //! | key | value |
 //! |---|---|
 //! | `meta/layout` | layout version, u64 big-endian (absent: 1, the WhatsApp-only layout) |
+//! | `meta/console_base` | the `public_base_url` users' console links were last made under |
 //! | `org/{org}` | [`Org`](crate::model::Org) JSON (a sandbox `{org}~test` has no record: its keys live under the live id, bots and agents are read from it) |
 //! | `tok/{sha256 hex}` | organization id (its own token: the `default` key) |
 //! | `key/{org}/{name}` | a named [`ApiKey`](crate::model::ApiKey) JSON |

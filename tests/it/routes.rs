@@ -83,6 +83,15 @@ async fn route_end(ws: &mut Ws) -> Value {
     }
 }
 
+/// Starts route `route` for `phone` with `SendMessage` as `key`; returns the uid.
+async fn start_route(gw: &TestGateway, key: &str, phone: &str, route: &str) -> String {
+    let (s, r) = gw
+        .cmd_as(key, "SendMessage", json!({"phone": phone, "route": route}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    r["uid"].as_str().unwrap().to_string()
+}
+
 /// The texts of the user's conversation rows sent by the system (the route).
 async fn sent_texts(gw: &TestGateway, key: &str, uid: &str) -> Vec<String> {
     let (_, r) = gw.cmd_as(key, "GetConversation", json!({"uid": uid})).await;
@@ -347,14 +356,7 @@ async fn waits_time_out_to_their_label_or_end_the_run() {
     assert_eq!(end["data"]["outcome"], "completed", "{end}");
     assert_eq!(sent_texts(&gw, &key, &uid).await, vec!["Still there?"]);
 
-    let (_, r) = gw
-        .cmd_as(
-            &key,
-            "SendMessage",
-            json!({"phone": "+14155552004", "route": "quiet"}),
-        )
-        .await;
-    let quiet = r["uid"].as_str().unwrap().to_string();
+    let quiet = start_route(&gw, &key, "+14155552004", "quiet").await;
     let end = route_end(&mut ws).await;
     assert_eq!(
         (end["data"]["outcome"].clone(), end["data"]["uid"].clone()),
@@ -363,14 +365,7 @@ async fn waits_time_out_to_their_label_or_end_the_run() {
     assert!(sent_texts(&gw, &key, &quiet).await.is_empty());
 
     // Answered in time: on to the next step with the answer saved.
-    let (_, r) = gw
-        .cmd_as(
-            &key,
-            "SendMessage",
-            json!({"phone": "+14155552005", "route": "ask"}),
-        )
-        .await;
-    let uid = r["uid"].as_str().unwrap().to_string();
+    let uid = start_route(&gw, &key, "+14155552005", "ask").await;
     gw.cmd_as(
         &key,
         "SimulateInbound",
@@ -698,14 +693,7 @@ async fn consecutive_sends_are_paced_by_the_phone_rate_limit_not_failed() {
     )
     .await;
     let mut ws = route_socket(&gw, &key).await;
-    let (_, r) = gw
-        .cmd_as(
-            &key,
-            "SendMessage",
-            json!({"phone": "+14155552010", "route": "pair"}),
-        )
-        .await;
-    let uid = r["uid"].as_str().unwrap().to_string();
+    let uid = start_route(&gw, &key, "+14155552010", "pair").await;
     let end = route_end(&mut ws).await;
     assert_eq!(end["data"]["outcome"], "completed", "{end}");
     assert_eq!(sent_texts(&gw, &key, &uid).await, vec!["first", "second"]);
