@@ -714,6 +714,28 @@ async fn templates_come_from_every_page_and_refresh_on_a_miss() {
         r["template"]["name"], "order_update",
         "found on the second page"
     );
+    // Extension `list`: every approved template, of every page.
+    let (s, r) = gw
+        .cmd("GetWhatsAppTemplate", json!({"botID": BOT, "list": true}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let mut names: Vec<&str> = r["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "followup_inquiry_request",
+            "order_confirmation",
+            "order_update"
+        ],
+        "not the paused one"
+    );
+    assert!(r.get("template").is_none(), "{r}");
     let (_, r) = gw
         .cmd(
             "GetWhatsAppTemplate",
@@ -903,6 +925,23 @@ async fn agents_are_named_in_sends_and_conversations() {
             json!("agent")
         )
     );
+    assert!(row.get("ack").is_none(), "the reference's row: {row}");
+    // Extension `details`: outbound rows carry their ack, as `onMessage` does.
+    let (_, conv) = gw
+        .cmd(
+            "GetConversation",
+            json!({"uid": "3941-wa3-447922029419", "details": true}),
+        )
+        .await;
+    assert_eq!(conv["data"][0]["ack"], 0, "{conv}");
+    // And the open list its user, last message and time.
+    let (_, open) = gw
+        .cmd("GetOpenConversations", json!({"details": true}))
+        .await;
+    let c = &open["data"][0];
+    assert_eq!(c["user"]["phone"], PHONE, "{open}");
+    assert_eq!(c["last"]["sender"], "agent", "{open}");
+    assert_eq!(c["ldt"], conv["data"][0]["dt"], "{open}");
 }
 
 /// The end-to-end path: a customer writes → the CRM socket sees the
