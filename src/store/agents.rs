@@ -25,7 +25,7 @@ impl Store {
 
     /// Removes idempotency records created before `before_ms`; returns how many.
     pub fn expire_idempotent(&self, before_ms: i64) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::engine::Batch::default();
         let mut n = 0;
         for kv in self.inner.db.scan_prefix(b"idm/") {
             let (k, v) = kv?;

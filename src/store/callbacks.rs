@@ -60,7 +60,7 @@ impl Store {
         dead: bool,
     ) -> Result<(), StoreError> {
         let id = String::from_utf8_lossy(&queue_key[25..]).into_owned();
-        let mut batch = sled::Batch::default();
+        let mut batch = super::engine::Batch::default();
         batch.remove(queue_key);
         if let Some(due) = next {
             batch.insert(cbq_key(due, &id), encode(job));

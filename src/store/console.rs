@@ -75,7 +75,7 @@ impl Store {
         &self,
         now_ms: i64,
     ) -> Result<Vec<(String, ConsoleSession)>, StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::engine::Batch::default();
         let mut gone = Vec::new();
         for kv in self.inner.db.scan_prefix(b"ses/") {
             let (k, v) = kv?;
@@ -108,7 +108,7 @@ impl Store {
             return Ok(0);
         }
         let prefix = format!("{base}{USER_PATH}");
-        let mut batch = sled::Batch::default();
+        let mut batch = super::engine::Batch::default();
         let mut n = 0;
         for kv in self.inner.db.scan_prefix(b"usr/") {
             let (k, v) = kv?;
@@ -133,7 +133,7 @@ impl Store {
         batch.insert(META, base.as_bytes());
         self.inner.db.apply_batch(batch)?;
         self.forget_users();
-        self.inner.db.flush_async().await?;
+        self.flush().await?;
         Ok(n)
     }
 }

@@ -82,17 +82,8 @@ impl Store {
             return Ok(String::from_utf8_lossy(&v).into_owned());
         }
         let fresh = new_epoch();
-        match self
-            .inner
-            .db
-            .compare_and_swap(&k, None as Option<&[u8]>, Some(fresh.as_bytes()))?
-        {
-            Ok(()) => Ok(fresh),
-            Err(e) => Ok(e
-                .current
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .unwrap_or(fresh)),
-        }
+        let kept = self.inner.db.insert_new(&k, fresh.as_bytes())?;
+        Ok(String::from_utf8_lossy(&kept).into_owned())
     }
 
     /// The oldest `seq` of `org` still in the log (1 when nothing was trimmed).
@@ -109,7 +100,7 @@ impl Store {
         if keep_from <= oldest {
             return Ok(0);
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = super::engine::Batch::default();
         let mut n = 0;
         let mut next = oldest;
         for e in self.events_after(org, oldest.saturating_sub(1), max)? {

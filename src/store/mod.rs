@@ -68,6 +68,7 @@ mod callbacks;
 mod codec;
 mod console;
 mod conversations;
+mod engine;
 mod events;
 mod messages;
 mod migrate;
@@ -115,7 +116,7 @@ pub struct Store {
 }
 
 struct Inner {
-    db: sled::Db,
+    db: engine::Engine,
     write_lock: Mutex<()>,
     flush_tx: mpsc::UnboundedSender<Pending>,
     flushes: AtomicU64,
@@ -187,9 +188,9 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
         let db = sled::Config::new()
             .path(dir.join("db"))
-            // Acknowledged writes are flushed by the group commit; the timer
-            // only bounds how much delivery bookkeeping a crash can forget.
-            .flush_every_ms(Some(1000))
+            // Acknowledged writes are durable in the write-ahead log; sled
+            // is flushed by the engine's checkpoints.
+            .flush_every_ms(None)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
@@ -200,7 +201,8 @@ impl Store {
                 }
                 e => StoreError::Sled(e),
             })?;
-        migrate::upgrade(&db)?;
+        let db = engine::Engine::open(db, dir)?;
+        migrate::upgrade(&db.db)?;
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             db,
@@ -218,10 +220,11 @@ impl Store {
         *inner
             .pending_callbacks
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = callbacks::count_by_org(&inner.db)?;
+            .unwrap_or_else(|p| p.into_inner()) = callbacks::count_by_org(&inner.db.db)?;
         // The flusher holds no strong reference: when the last handle drops,
         // sled closes and releases the data dir's lock at once.
         tokio::spawn(flusher(Arc::downgrade(&inner), flush_rx, on_durable));
+        tokio::spawn(checkpointer(Arc::downgrade(&inner)));
         Ok(Store { inner })
     }
 
@@ -300,7 +303,7 @@ impl Store {
             let mut tx = WriteTx {
                 store: self,
                 org,
-                batch: sled::Batch::default(),
+                batch: engine::Batch::default(),
                 events: Vec::new(),
                 last_seq: None,
                 orgs_changed: false,
@@ -340,7 +343,7 @@ impl Store {
                         .or_insert(before);
                 }
             }
-            self.inner.db.apply_batch(batch).map_err(StoreError::from)?;
+            self.inner.db.apply_batch(batch)?;
             if !user_changes.is_empty() {
                 self.users_changed(user_changes);
             }
@@ -381,10 +384,13 @@ impl Store {
         }
     }
 
-    /// Flushes everything to disk (used at shutdown).
+    /// Flushes everything to disk: a checkpoint, which leaves the
+    /// write-ahead log empty (used at shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush_async().await?;
-        Ok(())
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.db.checkpoint())
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     /// Group-commit counters since start: `(flushes, acknowledged writes)`.
@@ -407,7 +413,7 @@ impl Store {
 pub struct WriteTx<'a> {
     store: &'a Store,
     org: &'a str,
-    batch: sled::Batch,
+    batch: engine::Batch,
     events: Vec<Event>,
     last_seq: Option<u64>,
     /// An organization record or a token changed (the token cache is stale).
@@ -463,12 +469,14 @@ async fn flusher(
         }
         let res = match inner.upgrade() {
             Some(inner) => {
-                let res = inner.db.flush_async().await;
                 inner.flushes.fetch_add(1, Ordering::Relaxed);
                 inner
                     .flushed_writes
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
-                res.map(|_| ()).map_err(|e| e.to_string())
+                tokio::task::spawn_blocking(move || inner.db.sync())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
             }
             None => Err("store closed".to_string()),
         };
@@ -491,6 +499,25 @@ async fn flusher(
                 }
             }
             let _ = p.done.send(res.clone());
+        }
+    }
+}
+
+/// Checkpoints the engine every [`engine::CHECKPOINT_MS`] (flushing sled
+/// and dropping the write-ahead log it covers) until the store is dropped.
+async fn checkpointer(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(engine::CHECKPOINT_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || inner.db.checkpoint()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "checkpoint failed"),
+            Err(_) => return,
         }
     }
 }

@@ -69,7 +69,7 @@ impl Store {
         remove: &[(i64, u64)],
         cursor: u64,
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::engine::Batch::default();
         for d in records {
             batch.insert(dlv_key(org, d.seq), encode_delivery(d));
         }
