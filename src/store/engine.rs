@@ -45,7 +45,7 @@ use std::fs::File;
 use std::io::Write;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 
 /// How often a checkpoint flushes sled and drops the log it covers, in
@@ -149,6 +149,9 @@ pub(super) struct Engine {
     /// The latest value of every key written by a batch not yet in sled
     /// (`None`: removed).
     overlay: RwLock<BTreeMap<sled::IVec, Option<sled::IVec>>>,
+    /// The overlay's length, stored under its write lock: a read that finds
+    /// it empty goes straight to sled (the common case), without the lock.
+    overlay_len: AtomicUsize,
     /// The open segment. Held while a sync or a rotation writes to it.
     segment: Mutex<Segment>,
     /// Bytes appended since the last checkpoint.
@@ -203,6 +206,7 @@ impl Engine {
             dir,
             pending: Mutex::default(),
             overlay: RwLock::default(),
+            overlay_len: AtomicUsize::new(0),
             segment: Mutex::new(segment),
             unflushed: AtomicU64::new(0),
         })
@@ -210,7 +214,7 @@ impl Engine {
 
     /// The value of `key`.
     pub(super) fn get<K: AsRef<[u8]>>(&self, key: K) -> sled::Result<Option<sled::IVec>> {
-        {
+        if self.overlay_len.load(Ordering::Acquire) > 0 {
             let overlay = self.overlay.read().unwrap_or_else(|p| p.into_inner());
             if let Some(v) = overlay.get(key.as_ref()) {
                 return Ok(v.clone());
@@ -229,7 +233,9 @@ impl Engine {
             }
         }
         let bounds = (bound(range.start_bound()), bound(range.end_bound()));
-        let over = {
+        let over = if self.overlay_len.load(Ordering::Acquire) == 0 {
+            VecDeque::new()
+        } else {
             let overlay = self.overlay.read().unwrap_or_else(|p| p.into_inner());
             overlay
                 .range::<[u8], _>(bounds)
@@ -242,7 +248,9 @@ impl Engine {
     /// The records whose key starts with `prefix`, in key order (both ends).
     pub(super) fn scan_prefix<P: AsRef<[u8]>>(&self, prefix: P) -> Iter {
         let p = prefix.as_ref();
-        let over = {
+        let over = if self.overlay_len.load(Ordering::Acquire) == 0 {
+            VecDeque::new()
+        } else {
             let overlay = self.overlay.read().unwrap_or_else(|p| p.into_inner());
             overlay
                 .range::<[u8], _>((Bound::Included(p), Bound::Unbounded))
@@ -277,6 +285,7 @@ impl Engine {
             for (k, v) in &batch.ops {
                 overlay.insert(k.clone(), v.clone());
             }
+            self.overlay_len.store(overlay.len(), Ordering::Release);
         }
         pending.ops.ops.extend(batch.ops);
     }
@@ -341,6 +350,7 @@ impl Engine {
                 overlay.remove(k);
             }
         }
+        self.overlay_len.store(overlay.len(), Ordering::Release);
         Ok(())
     }
 
