@@ -2,11 +2,12 @@
 //!
 //! One [`Store`] type, its accessors split into files by record kind
 //! ([`orgs`], [`users`], [`bots`], [`messages`], [`conversations`],
-//! [`events`], [`webhooks`], [`callbacks`], [`agents`], [`console`]); encodings in [`codec`]; upgrades of data
+//! [`events`], [`webhooks`], [`callbacks`], [`agents`], [`console`]); encodings in [`codec`]; the
+//! storage engine in [`engine`]; upgrades of data
 //! written by earlier layouts in [`migrate`].
 //!
 //! Everything lives in one sled tree under organization-scoped key prefixes,
-//! so that one [`sled::Batch`] applies a change and the event it causes
+//! so that one batch ([`engine::Batch`]) applies a change and the event it causes
 //! atomically. The key layout, in one place:
 //!
 //! | key | value |
@@ -49,12 +50,16 @@
 //! | `cvc/{org}/{close seq:020}` | a [`ClosedConversation`](crate::model::ClosedConversation) JSON, rows included |
 //! | `cvt/{org}/{closed ms:020}/{close seq:020}` | empty: closes by time (date filters) |
 //!
+//! Everything is read and written through the [`engine`]: sled behind a
+//! write-ahead log (`wal/`) and an in-memory overlay of what sled does not
+//! hold yet.
+//!
 //! Invariants: writes are serialised by one mutex held only around in-memory
-//! sled operations (never across an await), which makes each organization's
+//! operations (never across an await), which makes each organization's
 //! `seq` gap-free and the log ordered. [`Store::write`] returns only after the
-//! change is flushed to disk; concurrent writers share one flush (group
-//! commit), and events are handed to the bus in `seq` order after the flush
-//! that made them durable, never before.
+//! change is durable (the write-ahead log synced); concurrent writers share
+//! one sync (group commit), and events are handed to the bus in `seq` order
+//! after the sync that made them durable, never before.
 //!
 //! Delivery bookkeeping (`dcur`, `dlv`, `dq`, callback outcomes) is written
 //! without waiting for a flush: losing the last of it in a crash only
@@ -180,7 +185,7 @@ struct Pending {
 impl Store {
     /// Opens (or creates) the store under `dir`, upgrades data written by an
     /// earlier layout ([`migrate`]), and starts its flusher task.
-    /// `on_durable` receives each event after the flush that made it durable.
+    /// `on_durable` receives each event after the sync that made it durable.
     ///
     /// Errors: [`StoreError::Locked`] when another process has `dir` open.
     /// Must be called inside a tokio runtime.
@@ -283,9 +288,9 @@ impl Store {
     ///
     /// `f` reads through the [`WriteTx`] and stages writes and events; when it
     /// returns `Ok`, everything staged is applied atomically, and this returns
-    /// after the flush that makes it durable (shared with concurrent writers).
+    /// after the sync that makes it durable (shared with concurrent writers).
     /// When `f` returns `Err`, nothing is written. Events get consecutive
-    /// `seq` numbers of `org` and reach `on_durable` after the flush.
+    /// `seq` numbers of `org` and reach `on_durable` after the sync.
     pub async fn write<T, E>(
         &self,
         org: &str,
