@@ -156,6 +156,10 @@ pub(super) struct Engine {
     segment: Mutex<Segment>,
     /// Bytes appended since the last checkpoint.
     unflushed: AtomicU64,
+    /// A sync failed: the log may end in a partial record, so nothing more
+    /// is written or acknowledged until a restart replays it (fail-stop, as
+    /// databases answer a failed `fsync`).
+    failed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -209,6 +213,7 @@ impl Engine {
             overlay_len: AtomicUsize::new(0),
             segment: Mutex::new(segment),
             unflushed: AtomicU64::new(0),
+            failed: Default::default(),
         })
     }
 
@@ -268,9 +273,18 @@ impl Engine {
         if batch.is_empty() {
             return Ok(());
         }
+        self.check()?;
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         self.apply_locked(&mut pending, batch);
         Ok(())
+    }
+
+    /// Errors with [`StoreError::Closed`] once a sync has failed.
+    fn check(&self) -> Result<(), StoreError> {
+        match self.failed.load(Ordering::Acquire) {
+            true => Err(StoreError::Closed),
+            false => Ok(()),
+        }
     }
 
     /// Applies `batch` to the overlay and appends it to `pending`, whose
@@ -310,6 +324,7 @@ impl Engine {
 
     /// Sets `key` to `value` unless it is set; returns the value it keeps.
     pub(super) fn insert_new(&self, key: &[u8], value: &[u8]) -> Result<sled::IVec, StoreError> {
+        self.check()?;
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = self.get(key)? {
             return Ok(v);
@@ -331,13 +346,22 @@ impl Engine {
     /// [`Engine::sync`], with the segment's lock held by the caller (so no
     /// checkpoint falls between the log write and sled's apply).
     fn sync_locked(&self, segment: &mut Segment) -> Result<(), StoreError> {
+        self.check()?;
         let group = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         if group.ops.is_empty() {
             return Ok(());
         }
-        segment.file.write_all(&group.log).map_err(io)?;
-        segment.file.sync_data().map_err(io)?;
-        self.db.apply_batch(group.ops.to_sled())?;
+        let written = segment
+            .file
+            .write_all(&group.log)
+            .and_then(|()| segment.file.sync_data())
+            .map_err(io)
+            .and_then(|()| Ok(self.db.apply_batch(group.ops.to_sled())?));
+        if let Err(e) = written {
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, "write-ahead log sync failed: no more writes until a restart replays the log");
+            return Err(e);
+        }
         // A key whose overlay value is still what sled now holds leaves the
         // overlay; one written again since stays, with its newer value.
         let mut latest: BTreeMap<&sled::IVec, &Option<sled::IVec>> = BTreeMap::new();
@@ -754,5 +778,25 @@ mod tests {
         }
         stop.store(true, Ordering::Relaxed);
         syncer.join().unwrap();
+    }
+
+    /// A log write that fails stops every later write: the log may end in
+    /// a partial record, and only a restart's replay knows what it holds.
+    #[test]
+    fn a_failed_sync_refuses_every_later_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        e.insert(&b"a"[..], &b"1"[..]).unwrap();
+        e.sync().unwrap();
+        // A handle the segment cannot be written through.
+        let read_only = File::open(&segments(&dir.path().join("wal")).unwrap()[0].1).unwrap();
+        e.segment.lock().unwrap().file = read_only;
+        e.insert(&b"b"[..], &b"2"[..]).unwrap();
+        assert!(e.sync().is_err());
+        assert!(matches!(e.insert(&b"c"[..], &b"3"[..]), Err(StoreError::Closed)));
+        assert!(matches!(e.sync(), Err(StoreError::Closed)));
+        assert!(e.checkpoint().is_err());
+        // What was acknowledged before stays readable.
+        assert_eq!(e.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
     }
 }

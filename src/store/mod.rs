@@ -106,7 +106,8 @@ pub enum StoreError {
     /// A binary record did not decode.
     #[error("store: corrupt binary record: {0}")]
     Codec(String),
-    /// The flusher stopped (the store is shutting down).
+    /// The flusher stopped (the store is shutting down), or the write-ahead
+    /// log failed to sync (no write is accepted until a restart).
     #[error("store: closed")]
     Closed,
 }

@@ -377,7 +377,11 @@ async fn flat_polling_sees_every_closed_conversation_once_in_order() {
 #[tokio::test]
 async fn a_flat_page_holds_at_most_1000_conversations_never_cut() {
     let fake = FakeGraph::start().await;
-    let gw = std::sync::Arc::new(conv_gateway(&fake, |_| {}).await);
+    // The webhooks carry the documented example's timestamp (2025): with
+    // the idle closer on, its first sweep (after a minute) would close
+    // conversations this test has yet to close itself.
+    let gw = conv_gateway(&fake, |c| c.conversation_idle_timeout = 0.0).await;
+    let gw = std::sync::Arc::new(gw);
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..8 {
         let gw = gw.clone();
