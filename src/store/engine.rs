@@ -53,6 +53,12 @@ use std::sync::{Mutex, RwLock};
 /// written in that time) and the replay after a crash.
 pub(super) const CHECKPOINT_MS: u64 = 1_000;
 
+/// Operations waiting for a sync beyond which the engine asks for one
+/// ([`Engine::backlog`]) rather than waiting for a durable write or the
+/// next checkpoint: bookkeeping written without a waiter (deliveries, key
+/// use) would otherwise grow the overlay that every range read copies.
+pub(super) const SYNC_BACKLOG_OPS: usize = 1_024;
+
 /// One atomic batch of operations, applied with [`Engine::apply_batch`].
 /// The same interface as [`sled::Batch`], with its operations kept so they
 /// can be logged.
@@ -160,6 +166,8 @@ pub(super) struct Engine {
     /// is written or acknowledged until a restart replays it (fail-stop, as
     /// databases answer a failed `fsync`).
     failed: std::sync::atomic::AtomicBool,
+    /// Notified when [`SYNC_BACKLOG_OPS`] operations wait for a sync.
+    backlog: std::sync::Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -214,6 +222,7 @@ impl Engine {
             segment: Mutex::new(segment),
             unflushed: AtomicU64::new(0),
             failed: Default::default(),
+            backlog: Default::default(),
         })
     }
 
@@ -301,7 +310,17 @@ impl Engine {
             }
             self.overlay_len.store(overlay.len(), Ordering::Release);
         }
+        let waiting = pending.ops.ops.len();
         pending.ops.ops.extend(batch.ops);
+        if waiting < SYNC_BACKLOG_OPS && pending.ops.ops.len() >= SYNC_BACKLOG_OPS {
+            self.backlog.notify_one();
+        }
+    }
+
+    /// Notified when [`SYNC_BACKLOG_OPS`] operations wait for a sync (a
+    /// permit is kept if nobody waits): the store's checkpointer then syncs.
+    pub(super) fn backlog(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.backlog.clone()
     }
 
     /// Sets `key` to `value` (one batch).
@@ -793,7 +812,10 @@ mod tests {
         e.segment.lock().unwrap().file = read_only;
         e.insert(&b"b"[..], &b"2"[..]).unwrap();
         assert!(e.sync().is_err());
-        assert!(matches!(e.insert(&b"c"[..], &b"3"[..]), Err(StoreError::Closed)));
+        assert!(matches!(
+            e.insert(&b"c"[..], &b"3"[..]),
+            Err(StoreError::Closed)
+        ));
         assert!(matches!(e.sync(), Err(StoreError::Closed)));
         assert!(e.checkpoint().is_err());
         // What was acknowledged before stays readable.

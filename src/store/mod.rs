@@ -230,7 +230,7 @@ impl Store {
         // The flusher holds no strong reference: when the last handle drops,
         // sled closes and releases the data dir's lock at once.
         tokio::spawn(flusher(Arc::downgrade(&inner), flush_rx, on_durable));
-        tokio::spawn(checkpointer(Arc::downgrade(&inner)));
+        tokio::spawn(checkpointer(Arc::downgrade(&inner), inner.db.backlog()));
         Ok(Store { inner })
     }
 
@@ -510,19 +510,27 @@ async fn flusher(
 }
 
 /// Checkpoints the engine every [`engine::CHECKPOINT_MS`] (flushing sled
-/// and dropping the write-ahead log it covers) until the store is dropped.
-async fn checkpointer(inner: std::sync::Weak<Inner>) {
+/// and dropping the write-ahead log it covers), and syncs it whenever
+/// [`engine::SYNC_BACKLOG_OPS`] operations wait, until the store is dropped.
+async fn checkpointer(inner: std::sync::Weak<Inner>, backlog: Arc<tokio::sync::Notify>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(engine::CHECKPOINT_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
-        tick.tick().await;
+        let checkpoint = tokio::select! {
+            _ = tick.tick() => true,
+            _ = backlog.notified() => false,
+        };
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        match tokio::task::spawn_blocking(move || inner.db.checkpoint()).await {
+        let done = tokio::task::spawn_blocking(move || match checkpoint {
+            true => inner.db.checkpoint(),
+            false => inner.db.sync(),
+        });
+        match done.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "checkpoint failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, checkpoint, "background sync failed"),
             Err(_) => return,
         }
     }
