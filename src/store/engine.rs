@@ -499,21 +499,37 @@ impl Iter {
     }
 }
 
-impl Iterator for Iter {
-    type Item = sled::Result<Record>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl Iter {
+    /// The next record from the front (`forward`) or from the back.
+    fn advance(&mut self, forward: bool) -> Option<sled::Result<Record>> {
+        let Iter {
+            tree,
+            front,
+            back,
+            over,
+        } = self;
+        let (peeked, other_end) = match forward {
+            true => (front, back),
+            false => (back, front),
+        };
         loop {
-            let tree = if self.front.is_none() {
-                self.tree.next()
-            } else {
-                None
+            let read = match (peeked.is_none(), forward) {
+                (true, true) => tree.next(),
+                (true, false) => tree.next_back(),
+                (false, _) => None,
             };
-            let over = self.over.pop_front();
-            match Iter::step(tree, &mut self.front, &mut self.back, over, |a, b| a < b) {
+            let o = match forward {
+                true => over.pop_front(),
+                false => over.pop_back(),
+            };
+            let ahead = |a: &[u8], b: &[u8]| if forward { a < b } else { a > b };
+            match Iter::step(read, peeked, other_end, o, ahead) {
                 Step::Done(r) => return r,
                 Step::Unread(o, r) => {
-                    self.over.push_front(o);
+                    match forward {
+                        true => over.push_front(o),
+                        false => over.push_back(o),
+                    }
                     return r;
                 }
                 Step::Again => {}
@@ -522,24 +538,17 @@ impl Iterator for Iter {
     }
 }
 
+impl Iterator for Iter {
+    type Item = sled::Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.advance(true)
+    }
+}
+
 impl DoubleEndedIterator for Iter {
     fn next_back(&mut self) -> Option<Self::Item> {
-        loop {
-            let tree = if self.back.is_none() {
-                self.tree.next_back()
-            } else {
-                None
-            };
-            let over = self.over.pop_back();
-            match Iter::step(tree, &mut self.back, &mut self.front, over, |a, b| a > b) {
-                Step::Done(r) => return r,
-                Step::Unread(o, r) => {
-                    self.over.push_back(o);
-                    return r;
-                }
-                Step::Again => {}
-            }
-        }
+        self.advance(false)
     }
 }
 
