@@ -62,7 +62,7 @@
 //! after the sync that made them durable, never before.
 //!
 //! Delivery bookkeeping (`dcur`, `dlv`, `dq`, callback outcomes) is written
-//! without waiting for a flush: losing the last of it in a crash only
+//! without waiting for a sync: losing the last of it in a crash only
 //! repeats deliveries (at least once), it never skips one, because the
 //! cursor and the queue move in the same batch and the event log itself is
 //! always durable first.
