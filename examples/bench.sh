@@ -3,6 +3,7 @@
 #
 #   bash examples/bench.sh            # REPEAT=3 runs of DURATION=10 s each
 #   REPEAT=1 DURATION=3 ONLY="m2 m4" bash examples/bench.sh
+#   ONLY=m10 bash examples/bench.sh   # needs PostgreSQL (PG) and NATS (NATS)
 #
 # Builds in release, starts each server (convgate or a bare baseline) pinned
 # to core 0 and the load generator to core 1 (taskset), warms up, runs every
@@ -53,6 +54,33 @@ start_bare() {
   PID=$!; wait_port
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+# M10: nodes on PostgreSQL ($PG, a fresh database per start) and NATS
+# ($NATS), listening on PORT, PORT+1, …; all pinned to core 0 like the
+# single gateway.
+PG=${PG:-postgres://postgres@127.0.0.1:5432}
+NATS=${NATS:-nats://127.0.0.1:4222}
+PIDS=()
+DB=
+start_cluster() {
+  local n=$1 bus=${2:-}
+  DB="cgbench_$RANDOM$RANDOM"
+  psql -q "$PG/postgres" -c "CREATE DATABASE $DB" >/dev/null
+  PIDS=()
+  for i in $(seq 0 $((n - 1))); do
+    env CONVGATE_BOOTSTRAP_TOKEN=$TOKEN CONVGATE_RATE_LIMIT=0 CONVGATE_MAX_SOCKETS_PER_TOKEN=20000 \
+    CONVGATE_ALLOW_PRIVATE_WEBHOOKS=true CONVGATE_LOG=warn CONVGATE_STORE="$PG/$DB" \
+    ${bus:+CONVGATE_BUS=$NATS CONVGATE_BUS_PREFIX=$DB} \
+      taskset -c 0 "$BIN/convgate" serve --listen "127.0.0.1:$((PORT + i))" --data-dir "$WORK/data-$RANDOM" >/dev/null &
+    PIDS+=($!)
+    PORT_=$PORT; PORT=$((PORT + i)); wait_port; PORT=$PORT_
+  done
+  PID=${PIDS[0]}
+}
+stop_cluster() {
+  kill "${PIDS[@]}"; wait "${PIDS[@]}" 2>/dev/null || true; PID=; PIDS=()
+  psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+}
+others() { local n=$1 out=(); for i in $(seq 1 $((n - 1))); do out+=("127.0.0.1:$((PORT + i))"); done; (IFS=,; echo "${out[*]}"); }
 lg() {
   taskset -c 1 "$BIN/examples/loadgen" --addr "127.0.0.1:$PORT" --token "$TOKEN" \
     --duration "$DURATION" --warmup "$WARMUP" --pid "$PID" "$@" | tee -a "$RUNS"
@@ -79,7 +107,7 @@ check() {
 }
 last_rate() { tail -1 "$RUNS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ops_per_s"])'; }
 
-ONLY=${ONLY:-m1 m2 m3 m4 m5 m6 m7 m8 m9}
+ONLY=${ONLY:-m1 m2 m3 m4 m5 m6 m7 m8 m9 m10}
 has() { [[ " $ONLY " == *" $1 "* ]]; }
 for _ in $(seq 1 "$REPEAT"); do
   # M1: POST GetUser, 64 keep-alive connections; then the gateway at half its
@@ -154,13 +182,26 @@ for _ in $(seq 1 "$REPEAT"); do
   if has m9; then
   start_gateway; lg --scenario m9 --connections 1 --events 10000; stop
   fi
+  # M10: one node on PostgreSQL against one on sled (POST GetUser, durable
+  # SetUserNotes); three nodes on PostgreSQL + NATS: aggregate POST GetUser
+  # and fan-out to 3 x 1,000 sockets across them, against one node with
+  # 3,000 sockets.
+  if has m10; then
+  start_gateway; lg --scenario m1 --connections 64 --label sled; lg --scenario m5 --connections 64 --label sled; stop
+  start_cluster 1; lg --scenario m1 --connections 64 --label pg; lg --scenario m5 --connections 64 --label pg; stop_cluster
+  start_cluster 3 bus; lg --scenario m1 --connections 64 --spread "$(others 3)" --label pg3; stop_cluster
+  start_cluster 1 bus; lg --scenario m4 --connections 3000 --label pg1; stop_cluster
+  start_cluster 3 bus; lg --scenario m4 --connections 3000 --spread "$(others 3)" --label pg3; stop_cluster
+  fi
 done
 
 python3 - "$RUNS" "$(nproc)" "$REPEAT" <<'PY'
 import json, statistics, sys
 lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 checks = [r for r in lines if r["scenario"] == "check"]
-runs = [r for r in lines if r["scenario"] != "check"]
+# M10's runs carry a label (their setup) and count only in M10's rows.
+labelled = [r for r in lines if r.get("label")]
+runs = [r for r in lines if r["scenario"] != "check" and not r.get("label")]
 def med(scn, tgt, key, conns=None, rate=False, extra=False):
     vals = [(r[key]) for r in runs if r["scenario"] == scn and r["target"] == tgt and r.get("client", "raw") == "raw"
             and (conns is None or r["connections"] == conns) and ((r.get("rate", 0) or 0) > 0) == rate]
@@ -199,6 +240,15 @@ rows.append(("M6", "webhook deliveries", f"{g:.0f} ev/s vs bare {b:.0f}", paired
 g, b = med("m7","gateway","ops_per_s"), med("m7","bare","ops_per_s")
 rows.append(("M8", "GetConversationsFlat, 1,000 of 10,000 closed", f"p50 {med('m8','gateway','p50_us')/1000:.1f} ms, p99 {med('m8','gateway','p99_us')/1000:.1f} ms, {med('m8','gateway','flat_page_bytes')/1e6:.2f} MB/page; GetOpenConversations (1,000) p99 {med('m8','gateway','open_p99_us')/1000:.1f} ms, {med('m8','gateway','open_reply_bytes')/1e3:.0f} kB", "", "<= 50 ms p99"))
 rows.append(("M9", "resume 10,000 missed events; 100 long polls", f"replay {med('m9','gateway','replay_events_per_s'):.0f} events/s ({med('m9','gateway','replay_ms'):.0f} ms connect to resumed); wake-up after the write's ack p50 {med('m9','gateway','p50_us')/1000:.2f} ms, p99 {med('m9','gateway','p99_us')/1000:.2f} ms", "", ">= 100,000 ev/s; wake p99 <= 5 ms"))
+def lab(scn, label, key):
+    vals = [r[key] for r in labelled if r["scenario"] == scn and r.get("label") == label]
+    return statistics.median(vals) if vals else float("nan")
+s1, p1, p3 = lab("m1","sled","ops_per_s"), lab("m1","pg","ops_per_s"), lab("m1","pg3","ops_per_s")
+rows.append(("M10", "POST GetUser: 1 node on PostgreSQL vs sled; 3 nodes vs 1", f"sled {s1:.0f}, pg {p1:.0f}, 3 nodes {p3:.0f} req/s", f"pg/sled {p1/s1:.2f}x, 3/1 {p3/p1:.2f}x", "report"))
+s5, p5 = lab("m5","sled","ops_per_s"), lab("m5","pg","ops_per_s")
+rows.append(("M10", "durable SetUserNotes, 64 callers: 1 node on PostgreSQL vs sled", f"sled {s5:.0f}, pg {p5:.0f} acked/s (pg p99 {lab('m5','pg','p99_us')/1000:.1f} ms)", f"{p5/s5:.2f}x", "report"))
+f1, f3 = lab("m4","pg1","p99_us"), lab("m4","pg3","p99_us")
+rows.append(("M10", "fan-out p99: 3 x 1,000 sockets on 3 nodes vs 3,000 on 1", f"3 nodes {f3/1000:.2f} ms, 1 node {f1/1000:.2f} ms (missing {lab('m4','pg3','missing'):.0f})", f"+{(f3-f1)/1000:.2f} ms", "<= +5 ms"))
 rows.append(("M7", "signed inbound SMS, 64 posters", f"{g:.0f} msg/s ({med('m7','gateway','writes_per_flush'):.1f} per flush) vs bare {b:.0f}", paired("m7"), ">= 0.3x, >= 32/flush"))
 for r in rows:
     print(" | ".join(r))

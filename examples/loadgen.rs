@@ -126,6 +126,25 @@ pub struct Opts {
     /// measured with wrk by `bench.sh`).
     #[arg(long)]
     pub receiver_only: bool,
+    /// More nodes of the same cluster (host:port, comma-separated): m1's
+    /// connections and m4's sockets are spread over `--addr` and these,
+    /// round robin (m4's POSTs still go to `--addr`).
+    #[arg(long, value_delimiter = ',')]
+    pub spread: Vec<String>,
+    /// A name for the setup measured, copied into the report (M10's
+    /// `sled`, `pg`, `pg3`).
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+impl Opts {
+    /// The node the `i`th connection or socket goes to.
+    fn node(&self, i: usize) -> &str {
+        match i % (self.spread.len() + 1) {
+            0 => &self.addr,
+            k => &self.spread[k - 1],
+        }
+    }
 }
 
 /// A WebSocket client implementation (m2).
@@ -158,6 +177,9 @@ pub struct Report {
     pub gen_cpu: Option<f64>,
     /// The server's (`--pid`), in cores; `None` without `--pid`.
     pub server_cpu: Option<f64>,
+    /// What `bench.sh` calls this setup (`--label`), e.g. `pg` or `pg3`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
 }
@@ -205,6 +227,7 @@ impl Totals {
             client: (o.scenario == Scenario::M2).then_some(o.client),
             gen_cpu: self.gen_cpu,
             server_cpu: self.server_cpu,
+            label: o.label.clone(),
             extra,
         }
     }
@@ -527,9 +550,11 @@ async fn m1(o: &Opts) -> Result<Report, String> {
         &body,
     );
     let interval = (o.rate > 0.0).then(|| Duration::from_secs_f64(o.connections as f64 / o.rate));
-    let addr = o.addr.clone();
+    let nodes: Vec<String> = (0..=o.spread.len())
+        .map(|i| o.node(i).to_string())
+        .collect();
     let totals = run_workers(o, move |i, measure_from, until| {
-        let addr = addr.clone();
+        let addr = nodes[i % nodes.len()].clone();
         let req = req.clone();
         async move {
             let mut h = histogram();
@@ -630,9 +655,12 @@ async fn upgrade(tcp: &mut TcpStream, o: &Opts) -> Result<(), String> {
 /// buffer, and zero-filling that on every read made the generator, not the
 /// server, the bottleneck of fan-out (measured with perf: 35% in memset).
 async fn open_socket(o: &Opts) -> Result<Ws, String> {
-    let mut tcp = TcpStream::connect(&o.addr)
-        .await
-        .map_err(|e| e.to_string())?;
+    open_socket_to(o, &o.addr).await
+}
+
+/// [`open_socket`] to node `addr`.
+async fn open_socket_to(o: &Opts, addr: &str) -> Result<Ws, String> {
+    let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
     upgrade(&mut tcp, o).await?;
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -867,7 +895,8 @@ async fn m4(o: &Opts) -> Result<Report, String> {
     }
     let mut sockets = Vec::with_capacity(o.connections);
     for chunk in (0..o.connections).collect::<Vec<_>>().chunks(100) {
-        for s in futures_util::future::join_all(chunk.iter().map(|_| open_socket(o))).await {
+        let opened = chunk.iter().map(|&i| open_socket_to(o, o.node(i)));
+        for s in futures_util::future::join_all(opened).await {
             sockets.push(s?);
         }
     }

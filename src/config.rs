@@ -19,6 +19,28 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the sled store. Default `./convgate-data`.
     pub data_dir: PathBuf,
+    /// Where state lives when it is not the embedded store under
+    /// `data_dir`: a PostgreSQL URL (`postgres://user:pass@host:5432/db`)
+    /// that any number of nodes may share; the binary creates and migrates
+    /// its schema. Unset (the default): the embedded sled store. Redacted
+    /// in logs (it may carry a password).
+    pub store: Option<Secret>,
+    /// Connections each node keeps to `store` for reads (two more serve
+    /// writes and leases). Default 4.
+    pub store_pool: usize,
+    /// The NATS server (`nats://host:4222`) through which nodes sharing a
+    /// `store` tell each other of events, socket kicks and registrations,
+    /// and wake the node that runs the workers. Unset (the default): an
+    /// in-process bus (one node).
+    pub bus: Option<String>,
+    /// Subject prefix on `bus`: every subject is `{bus_prefix}.…`, so that
+    /// several clusters can share one NATS server. Default `convgate`.
+    pub bus_prefix: String,
+    /// Seconds a node holds the workers' lease (webhook deliveries,
+    /// callbacks, housekeeping, route timers) without renewing it; when it
+    /// dies, another node takes over after at most this long. Renewed every
+    /// third of it. Only with a shared `store`. Default 10.
+    pub lease_timeout: f64,
     /// PEM certificate chain; with `tls_key`, serve WSS/HTTPS.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
@@ -216,6 +238,11 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid default"),
             data_dir: PathBuf::from("./convgate-data"),
+            store: None,
+            store_pool: 4,
+            bus: None,
+            bus_prefix: "convgate".into(),
+            lease_timeout: 10.0,
             tls_cert: None,
             tls_key: None,
             allow_plaintext: false,
@@ -285,6 +312,22 @@ pub struct ServeArgs {
     /// Data directory [default: ./convgate-data].
     #[arg(long, env = "CONVGATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL to keep state in, shared by several nodes [default:
+    /// the embedded store under --data-dir].
+    #[arg(long, env = "CONVGATE_STORE", hide_env_values = true)]
+    pub store: Option<Secret>,
+    /// Connections to --store for reads [default: 4].
+    #[arg(long, env = "CONVGATE_STORE_POOL")]
+    pub store_pool: Option<usize>,
+    /// NATS URL linking the nodes that share --store [default: one node].
+    #[arg(long, env = "CONVGATE_BUS")]
+    pub bus: Option<String>,
+    /// Subject prefix on --bus [default: convgate].
+    #[arg(long, env = "CONVGATE_BUS_PREFIX")]
+    pub bus_prefix: Option<String>,
+    /// Seconds before a dead node's workers' lease is taken over [default: 10].
+    #[arg(long, env = "CONVGATE_LEASE_TIMEOUT")]
+    pub lease_timeout: Option<f64>,
     /// PEM certificate chain (serve WSS/HTTPS).
     #[arg(long, env = "CONVGATE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -476,7 +519,7 @@ impl Config {
                 $(if let Some(v) = args.$opt { cfg.$opt = Some(v); })*
             };
         }
-        overlay!(listen, data_dir, allow_plaintext, heartbeat_timeout, max_sockets_per_token,
+        overlay!(listen, data_dir, store_pool, bus_prefix, lease_timeout, allow_plaintext, heartbeat_timeout, max_sockets_per_token,
             max_message_bytes, max_body_bytes, max_connections, socket_queue, write_timeout,
             max_connections_per_ip, header_read_timeout, body_read_timeout, keepalive_timeout,
             tls_handshake_timeout, connect_timeout, auth_failure_limit, max_user_data_bytes,
@@ -488,7 +531,7 @@ impl Config {
             webhook_concurrency, webhook_secret_overlap, graph_base_url, phone_rate_limit,
             send_rate_limit, telegram_rate_limit, template_refresh, conversation_idle_timeout,
             event_retention, event_retention_count;
-            tls_cert, tls_key, admin_token, bootstrap_token, secrets_key, public_base_url);
+            store, bus, tls_cert, tls_key, admin_token, bootstrap_token, secrets_key, public_base_url);
         // The old environment names, when the new ones are not given.
         let old = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let invalid = |name: &str| ConfigError::Invalid(format!("{name} must be seconds"));
@@ -589,6 +632,33 @@ impl Config {
         }
         if self.max_message_bytes < 64 || self.max_body_bytes < 64 {
             return bad("max_message_bytes and max_body_bytes must be at least 64");
+        }
+        if let Some(url) = &self.store {
+            let url = url.expose();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return bad("store must be a postgres:// URL (unset: the embedded store)");
+            }
+        }
+        if self.store_pool == 0 {
+            return bad("store_pool must be positive");
+        }
+        if let Some(bus) = &self.bus {
+            if !bus.starts_with("nats://") {
+                return bad("bus must be a nats:// URL (unset: one node)");
+            }
+            if self.store.is_none() {
+                return bad("bus links nodes that share a store: set store too");
+            }
+        }
+        let subject_token = |t: &str| {
+            !t.is_empty()
+                && !t.contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
+        };
+        if !self.bus_prefix.split('.').all(subject_token) {
+            return bad("bus_prefix must be NATS subject tokens joined by dots");
+        }
+        if !(self.lease_timeout.is_finite() && self.lease_timeout >= 0.3) {
+            return bad("lease_timeout must be at least 0.3 seconds");
         }
         if self.max_sockets_per_token == 0 || self.socket_queue == 0 {
             return bad("max_sockets_per_token and socket_queue must be positive");

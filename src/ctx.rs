@@ -153,17 +153,53 @@ impl Ctx {
 
     /// Takes one message from `caller`'s send budget (`send_rate_limit`,
     /// reference: 10 per second per token); see [`Ctx::check_rate`].
+    /// With a shared store, the budget is the cluster's (in PostgreSQL).
     pub fn check_send_rate(&self, caller: &Caller) -> Result<Option<RateInfo>, Limited> {
-        match caller.org_id() {
-            Some(org) => self.limits.send(org),
-            None => Ok(None),
+        let Some(org) = caller.org_id() else {
+            return Ok(None);
+        };
+        let per_second = self.config.send_rate_limit;
+        match self.shared_rate(&format!("send/{org}"), per_second) {
+            Some(outcome) => crate::limits::shared_outcome(per_second, outcome).map(Some),
+            None => self.limits.send(org),
         }
     }
 
     /// Takes one message to `phone` (E.164) of `org` (`phone_rate_limit`,
-    /// reference: 1 per second). Errors: 2007 with the wait.
+    /// reference: 1 per second; the cluster's with a shared store).
+    /// Errors: 2007 with the wait.
     pub fn check_phone_rate(&self, org: &Org, phone: &str) -> Result<(), ApiError> {
-        self.limits.phone(&org.id, phone)
+        let key = format!("phone/{}/{phone}", org.id);
+        match self.shared_rate(&key, self.config.phone_rate_limit) {
+            Some(Err(wait)) => Err(ApiError::new(
+                ErrorCode::PhoneRateLimited,
+                "rate limit reached for this phone number",
+            )
+            .with_retry_after(wait)),
+            Some(Ok(_)) => Ok(()),
+            None => self.limits.phone(&org.id, phone),
+        }
+    }
+
+    /// One unit of the cluster-wide limit `key` of `per_second`, when the
+    /// store is shared and the limit on; `None` otherwise (and when the
+    /// store fails: the node's own limiter then decides).
+    pub fn shared_rate(
+        &self,
+        key: &str,
+        per_second: u32,
+    ) -> Option<Result<std::time::Duration, std::time::Duration>> {
+        if !self.store.shared() {
+            return None;
+        }
+        let (interval, tolerance) = crate::limits::gcra(per_second)?;
+        match self.store.take_rate(key, interval, tolerance) {
+            Ok(outcome) => Some(outcome),
+            Err(e) => {
+                tracing::error!(error = %e, "shared rate limit unavailable; this node's limiter decides");
+                None
+            }
+        }
     }
 
     /// The bot `id` of `org`. Errors: 1015 unknown bot.

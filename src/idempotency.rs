@@ -4,7 +4,9 @@
 //! never sends twice.
 //!
 //! Errors (HTTP 409, code 1017): the key is in use by a request in progress
-//! in this process, or was used with a different request.
+//! (in this process, or with a shared store on any node: the key is then
+//! claimed in the store for [`CLAIM_TTL`]), or was used with a different
+//! request.
 
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
@@ -15,6 +17,11 @@ use std::sync::{Arc, Mutex};
 
 /// How long a send's reply is kept under its idempotency key (ms).
 pub const TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// How long a request in progress holds its key against other nodes when
+/// its node dies before giving it up (a request itself ends well before:
+/// `provider_timeout` times the provider's retries).
+pub const CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// An idempotency key of a send: the key and the hash of the request.
 #[derive(Debug, Clone)]
@@ -31,10 +38,13 @@ pub struct Idempotency {
     in_flight: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
-/// While alive, marks an idempotency key as in progress in this process.
+/// While alive, marks an idempotency key as in progress in this process
+/// (and, with a shared store, on every node).
 pub struct InFlight {
     set: Idempotency,
     entry: (String, String),
+    /// The store claim to give up: `(store, name, holder)`.
+    claim: Option<(Store, String, String)>,
 }
 
 impl Drop for InFlight {
@@ -44,6 +54,12 @@ impl Drop for InFlight {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.entry);
+        if let Some((store, name, holder)) = self.claim.take() {
+            if let Err(e) = store.release(&name, &holder) {
+                // The claim then lapses after CLAIM_TTL.
+                tracing::warn!(error = %e, "giving up an idempotency claim failed");
+            }
+        }
     }
 }
 
@@ -84,10 +100,21 @@ impl Idempotency {
                 "a request with this idempotency key is in progress; retry later",
             ));
         }
-        let guard = InFlight {
+        let mut guard = InFlight {
             set: self.clone(),
             entry,
+            claim: None,
         };
+        if store.shared() {
+            let name = format!("idempotency/{}/{}", org.id, k.key);
+            let holder = uuid::Uuid::now_v7().simple().to_string();
+            if !store.claim(&name, &holder, CLAIM_TTL)? {
+                return Err(conflict(
+                    "a request with this idempotency key is in progress; retry later",
+                ));
+            }
+            guard.claim = Some((store.clone(), name, holder));
+        }
         match store.idempotent(&org.id, &k.key)? {
             Some(rec) if rec.created_ms + TTL_MS > crate::time::now_ms() => {
                 if rec.request_sha256 != k.request_sha256 {

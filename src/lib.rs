@@ -6,6 +6,8 @@
 //! (`../shared/tools/module-cycles src` prints `no circles`).
 //!
 //! - [`server`]: start-up wiring: store, context, workers, listener.
+//! - [`cluster`]: several nodes as one: the workers' lease, the NATS link
+//!   between the nodes' buses (events, kicks, socket registrations, wakes).
 //! - [`transport`]: everything that touches a socket: [`transport::ws`]
 //!   (`GET /ws`), [`transport::http`] (`POST /api`), [`transport::inbound`]
 //!   (`/channels/{kind}/{botID}`, providers' webhooks),
@@ -29,8 +31,8 @@
 //! - [`delivery`]: the outbound delivery engine and its two queues,
 //!   organization webhooks and delivery callbacks.
 //! - [`bus`]: fans durable events out to live sockets of their organization.
-//! - [`store`]: the only module that knows sled; atomic, durable writes with
-//!   group commit and the per-organization event log.
+//! - [`store`]: the only module that knows sled or PostgreSQL; atomic,
+//!   durable writes with group commit and the per-organization event log.
 //! - [`limits`], [`net`], [`time`]: rate limits, the SSRF-guarded HTTP
 //!   client, timestamps and retry delays.
 //! - [`model`], [`domain`], [`reply`], [`error`], [`auth`], [`config`],
@@ -53,6 +55,7 @@ pub mod bootstrap;
 pub mod bots;
 pub mod bus;
 pub mod channel;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod console;

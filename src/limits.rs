@@ -58,6 +58,41 @@ impl<K: Hash + Eq + Clone> Limit<K> {
     }
 }
 
+/// A cluster-wide limit of `per_second` units with an equal burst, as GCRA
+/// parameters for [`crate::store::Store::take_rate`]: `(interval,
+/// tolerance)`. `None` when 0 (off).
+pub fn gcra(per_second: u32) -> Option<(Duration, Duration)> {
+    let n = NonZeroU32::new(per_second)?;
+    let interval = Duration::from_secs(1) / n.get();
+    Some((interval, interval * (n.get() - 1)))
+}
+
+/// What a cluster-wide take of a `per_second` limit means for the caller:
+/// `ahead` is how far the key's schedule runs past now after the take
+/// (`Ok`) or the wait until one unit is free (`Err`). As [`Limits::send`].
+pub fn shared_outcome(
+    per_second: u32,
+    outcome: Result<Duration, Duration>,
+) -> Result<RateInfo, Limited> {
+    let now_s = chrono::Utc::now().timestamp();
+    let limit = per_second.max(1);
+    let interval = Duration::from_secs(1) / limit;
+    let info = |ahead: Duration, remaining: u32| RateInfo {
+        limit,
+        remaining,
+        reset: now_s + ahead.as_secs() as i64 + i64::from(ahead.subsec_nanos() > 0),
+    };
+    match outcome {
+        Ok(ahead) => {
+            // Units left: what the burst (limit intervals) still holds.
+            let full = interval * limit;
+            let left = full.saturating_sub(ahead).as_nanos() / interval.as_nanos().max(1);
+            Ok(info(ahead, left as u32))
+        }
+        Err(wait) => Err((wait, info(wait + interval * (limit - 1), 0))),
+    }
+}
+
 /// The configured limits; `None` where a limit is 0 (off).
 pub struct Limits {
     /// Failed authentications per client address (`auth_failure_limit`,
@@ -215,5 +250,20 @@ mod tests {
         assert!(l.phone("o", "+447922029419").is_ok());
         let e = l.phone("o", "+447922029419").unwrap_err();
         assert_eq!(e.code, ErrorCode::PhoneRateLimited);
+    }
+
+    #[test]
+    fn shared_limits_are_gcra_with_an_equal_burst() {
+        assert_eq!(gcra(0), None);
+        assert_eq!(gcra(1), Some((Duration::from_secs(1), Duration::ZERO)));
+        assert_eq!(
+            gcra(10),
+            Some((Duration::from_millis(100), Duration::from_millis(900)))
+        );
+        // After the first of ten: one interval ahead, nine left.
+        let info = shared_outcome(10, Ok(Duration::from_millis(100))).unwrap();
+        assert_eq!((info.limit, info.remaining), (10, 9));
+        let (wait, info) = shared_outcome(1, Err(Duration::from_millis(400))).unwrap_err();
+        assert_eq!((wait, info.remaining), (Duration::from_millis(400), 0));
     }
 }

@@ -1,4 +1,5 @@
-//! `convgate serve`: runs the gateway. See README.md for every setting.
+//! `convgate serve`: runs the gateway; `convgate migrate`: copies an
+//! embedded data dir into PostgreSQL. See README.md for every setting.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -16,7 +17,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Copy an embedded data dir into an empty PostgreSQL database (the
+    /// data dir is left as it was), then verify the counts.
+    Migrate(MigrateArgs),
+}
+
+/// Flags of `convgate migrate`.
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// The data dir to copy (stop the gateway using it first).
+    #[arg(long)]
+    from: std::path::PathBuf,
+    /// The PostgreSQL URL to copy into, e.g. postgres://convgate@127.0.0.1:5432/convgate.
+    #[arg(long, env = "CONVGATE_STORE", hide_env_values = true)]
+    to: convgate::config::Secret,
 }
 
 /// mimalloc rather than the system allocator: a command allocates a few
@@ -27,7 +42,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => *args,
+        Command::Migrate(m) => return migrate(m).await,
+    };
     let config = Config::load(args)?;
     let filter = EnvFilter::try_new(&config.log).context("invalid log filter")?;
     let logs = tracing_subscriber::fmt()
@@ -66,6 +84,25 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("shutting down");
     gateway.shutdown();
     gateway.wait().await?;
+    Ok(())
+}
+
+/// `convgate migrate`: copies, verifies, prints the counts by kind.
+async fn migrate(m: MigrateArgs) -> anyhow::Result<()> {
+    let from = m.from.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        convgate::store::copy_to_postgres(&m.from, m.to.expose())
+    })
+    .await?
+    .with_context(|| format!("cannot migrate {}", from.display()))?;
+    println!(
+        "copied {} keys from {}; verified:",
+        report.keys,
+        from.display()
+    );
+    for (kind, n) in &report.by_kind {
+        println!("  {kind:<6} {n}");
+    }
     Ok(())
 }
 

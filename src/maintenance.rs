@@ -43,6 +43,9 @@ pub fn spawn(ctx: Ctx, shutdown: CancellationToken, tracker: &TaskTracker) {
                 tracing::error!(error = %e, "expiring console sessions failed");
             }
             ctx.limits.shrink();
+            if let Err(e) = ctx.store.shrink_rates() {
+                tracing::error!(error = %e, "shrinking shared rate limits failed");
+            }
         }
     });
 }

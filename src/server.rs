@@ -77,6 +77,17 @@ impl Gateway {
     }
 }
 
+/// Runs the background workers (webhook deliveries, callbacks,
+/// housekeeping, route timers) until `term` is cancelled.
+fn start_workers(ctx: &Ctx, term: CancellationToken, tracker: &TaskTracker) {
+    if let Err(e) = ctx.deliveries.start_all(term.clone()) {
+        tracing::error!(error = %e, "starting the webhook workers failed");
+    }
+    ctx.callbacks.start(term.clone(), tracker);
+    crate::maintenance::spawn(ctx.clone(), term.clone(), tracker);
+    crate::cmd::route_run::spawn(ctx.clone(), term, tracker);
+}
+
 /// Opens the store under `config.data_dir`, bootstraps the `default`
 /// organization on first start, binds `config.listen` and starts serving.
 pub async fn start(config: Config) -> Result<Gateway, ServerError> {
@@ -94,19 +105,27 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
     let addr = listener.local_addr()?;
     let bus = Bus::new(config.socket_queue);
     let publisher = bus.clone();
-    let store = Store::open(&config.data_dir, Arc::new(move |ev| publisher.publish(ev)))?;
+    // Linked nodes: events reach this node's sockets through the link.
+    let (on_durable, linked_events) = match &config.bus {
+        Some(_) => {
+            let (sink, rx) = crate::cluster::event_sink();
+            (sink, Some(rx))
+        }
+        None => {
+            let local: crate::store::OnDurable = Arc::new(move |ev| publisher.publish(ev));
+            (local, None)
+        }
+    };
+    let store = match &config.store {
+        Some(url) => Store::open_postgres(url.expose(), config.store_pool, on_durable).await?,
+        None => Store::open(&config.data_dir, on_durable)?,
+    };
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let deliveries = Deliveries::new(
-        store.clone(),
-        bus.clone(),
-        config.clone(),
-        shutdown.clone(),
-        tracker.clone(),
-    );
+    let deliveries = Deliveries::new(store.clone(), bus.clone(), config.clone(), tracker.clone());
     let sealer = crate::secrets::Sealer::new(config.secrets_key.as_ref())
         .map_err(|e| ServerError::Config(e.to_string()))?;
-    let callbacks = Callbacks::new(store.clone(), sealer.clone(), config.clone());
+    let callbacks = Callbacks::new(store.clone(), bus.clone(), sealer.clone(), config.clone());
     let ctx = Ctx::new(
         store,
         bus,
@@ -130,10 +149,28 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
     crate::cmd::set_route::apply_config(&ctx)
         .await
         .map_err(ServerError::Config)?;
-    ctx.deliveries.start_all()?;
-    ctx.callbacks.start(shutdown.clone(), &tracker);
-    crate::maintenance::spawn(ctx.clone(), shutdown.clone(), &tracker);
-    crate::cmd::route_run::spawn(ctx.clone(), shutdown.clone(), &tracker);
+    let node = crate::cluster::node_id();
+    if let Some(events) = linked_events {
+        crate::cluster::link(
+            ctx.clone(),
+            node.clone(),
+            events,
+            shutdown.clone(),
+            &tracker,
+        )
+        .await
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    }
+    if ctx.store.shared() {
+        // Several nodes may share the store: the one holding the lease
+        // runs the workers.
+        let (workers_ctx, workers_tracker) = (ctx.clone(), tracker.clone());
+        crate::cluster::lead(ctx.clone(), node, shutdown.clone(), &tracker, move |term| {
+            start_workers(&workers_ctx, term, &workers_tracker)
+        });
+    } else {
+        start_workers(&ctx, shutdown.child_token(), &tracker);
+    }
     let app = AppState {
         ctx: Arc::new(ctx.clone()),
         shutdown: shutdown.clone(),

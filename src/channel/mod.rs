@@ -384,6 +384,14 @@ pub trait Channel: Send + Sync + 'static {
     /// called.
     fn sandbox_id(&self, to: &Recipient, mid: &str) -> String;
 
+    /// Messages per second per bot the provider allows before it refuses
+    /// them (Telegram's flood limit, `telegram_rate_limit`); 0: no such
+    /// limit. With a shared store the budget is the cluster's, checked
+    /// before [`Channel::send`] (which also checks this node's).
+    fn per_bot_rate(&self) -> u32 {
+        0
+    }
+
     /// Sandbox: the provider's real refusal a recipient in the failure
     /// range ([`sandbox_fails`]) gets (WhatsApp 131026, Twilio 21211,
     /// Telegram 403 "bot was blocked by the user").

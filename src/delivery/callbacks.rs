@@ -37,6 +37,9 @@ pub struct Callbacks {
 
 struct Inner {
     store: Store,
+    bus: crate::bus::Bus,
+    /// Whether this node runs the worker (with several nodes, one does).
+    running: std::sync::atomic::AtomicBool,
     sealer: Sealer,
     config: Arc<Config>,
     client: reqwest::Client,
@@ -48,11 +51,18 @@ struct Inner {
 
 impl Callbacks {
     /// The callback engine over `store`; call [`Callbacks::start`] to run it.
-    pub fn new(store: Store, sealer: Sealer, config: Arc<Config>) -> Callbacks {
+    pub fn new(
+        store: Store,
+        bus: crate::bus::Bus,
+        sealer: Sealer,
+        config: Arc<Config>,
+    ) -> Callbacks {
         let client = guarded_client(&config, config.webhook_timeout);
         Callbacks {
             inner: Arc::new(Inner {
                 store,
+                bus,
+                running: Default::default(),
                 sealer,
                 config,
                 client,
@@ -68,12 +78,31 @@ impl Callbacks {
     /// a previous run left queued.
     pub fn start(&self, shutdown: CancellationToken, tracker: &TaskTracker) {
         let inner = self.inner.clone();
-        tracker.spawn(async move { run(inner, shutdown).await });
+        inner.running.store(true, Ordering::Release);
+        tracker.spawn(async move {
+            run(inner.clone(), shutdown).await;
+            inner.running.store(false, Ordering::Release);
+        });
     }
 
-    /// Tells the worker that a callback was queued.
+    /// Tells the worker that a callback was queued (on another node, when
+    /// this one does not run it).
     pub fn wake(&self) {
-        self.inner.notify.notify_one();
+        match self.inner.running.load(Ordering::Acquire) {
+            true => self.inner.notify.notify_one(),
+            false => self.inner.bus.relay(crate::bus::Remote::Wake {
+                worker: crate::bus::Worker::Callbacks,
+                org: String::new(),
+            }),
+        }
+    }
+
+    /// [`Callbacks::wake`] from another node: ignored unless this one
+    /// runs the worker.
+    pub fn wake_here(&self) {
+        if self.inner.running.load(Ordering::Acquire) {
+            self.inner.notify.notify_one();
+        }
     }
 
     /// `(delivered, dead letters)` since start.

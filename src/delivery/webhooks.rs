@@ -23,7 +23,7 @@
 //! - A slow endpoint only occupies its own organization's worker.
 
 use super::{next, Attempt, Next};
-use crate::bus::Bus;
+use crate::bus::{Bus, Remote};
 use crate::config::{Config, Secret};
 use crate::model::{Delivery, DeliveryStatus, SigningSecret, Webhook};
 use crate::net::{check_url, guarded_client};
@@ -94,7 +94,9 @@ struct Inner {
     bus: Bus,
     client: reqwest::Client,
     workers: Mutex<HashMap<String, Arc<Shared>>>,
-    shutdown: CancellationToken,
+    /// While this node runs the workers (with several nodes: while it
+    /// holds the workers' lease), the token that ends them.
+    term: Mutex<Option<CancellationToken>>,
     tracker: TaskTracker,
     counters: Counters,
 }
@@ -215,14 +217,9 @@ struct Worker {
 type Attempts = JoinSet<(u64, i64, Attempt)>;
 
 impl Deliveries {
-    /// The delivery engine; workers run on `tracker` and stop on `shutdown`.
-    pub fn new(
-        store: Store,
-        bus: Bus,
-        config: Arc<Config>,
-        shutdown: CancellationToken,
-        tracker: TaskTracker,
-    ) -> Deliveries {
+    /// The delivery engine; workers run on `tracker` from
+    /// [`Deliveries::start_all`].
+    pub fn new(store: Store, bus: Bus, config: Arc<Config>, tracker: TaskTracker) -> Deliveries {
         let client = guarded_client(&config, config.webhook_timeout);
         Deliveries {
             inner: Arc::new(Inner {
@@ -231,29 +228,76 @@ impl Deliveries {
                 bus,
                 client,
                 workers: Mutex::new(HashMap::new()),
-                shutdown,
+                term: Mutex::new(None),
                 tracker,
                 counters: Counters::default(),
             }),
         }
     }
 
-    /// Starts the workers of every organization that has a webhook.
-    pub fn start_all(&self) -> Result<(), StoreError> {
+    /// Runs the workers of every organization that has a webhook (and of
+    /// those that get one) until `term` is cancelled: at shutdown, or when
+    /// another node takes the workers' lease. Each resumes from its last
+    /// checkpoint.
+    pub fn start_all(&self, term: CancellationToken) -> Result<(), StoreError> {
+        self.inner
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        *self.inner.term.lock().unwrap_or_else(|p| p.into_inner()) = Some(term);
         for org in self.inner.store.orgs_with_webhooks()? {
             self.wake(&org);
         }
         Ok(())
     }
 
-    /// Wakes the worker of `org`, starting it if needed (after `SetWebhook`,
-    /// `RotateWebhookSecret`, `DeleteWebhook`, `RedeliverEvents`, `EnableApi`):
-    /// it reloads the webhook and the organization.
-    pub fn wake(&self, org: &str) {
-        self.shared(org).notify.notify_one();
+    /// Whether this node runs the workers now.
+    pub fn running(&self) -> bool {
+        self.term().is_some()
     }
 
-    fn shared(&self, org: &str) -> Arc<Shared> {
+    /// The token of the running term, if this node runs the workers.
+    fn term(&self) -> Option<CancellationToken> {
+        self.inner
+            .term
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|t| !t.is_cancelled())
+    }
+
+    /// Wakes the worker of `org`, starting it if needed (after `SetWebhook`,
+    /// `RotateWebhookSecret`, `DeleteWebhook`, `RedeliverEvents`, `EnableApi`):
+    /// it reloads the webhook and the organization. On a node that does
+    /// not run the workers, the node that does is told.
+    pub fn wake(&self, org: &str) {
+        match self.term() {
+            Some(term) => self.shared(org, term).notify.notify_one(),
+            None => self.inner.bus.relay(Remote::Wake {
+                worker: crate::bus::Worker::Webhooks,
+                org: org.to_string(),
+            }),
+        }
+    }
+
+    /// [`Deliveries::wake`] from another node: ignored unless this one
+    /// runs the workers.
+    pub fn wake_here(&self, org: &str) {
+        if let Some(term) = self.term() {
+            self.shared(org, term).notify.notify_one();
+        }
+    }
+
+    /// [`Deliveries::redeliver`] from another node: ignored unless this
+    /// one runs the workers.
+    pub fn redeliver_here(&self, org: &str, seqs: Vec<u64>) {
+        if self.term().is_some() {
+            self.redeliver(org, seqs);
+        }
+    }
+
+    fn shared(&self, org: &str, term: CancellationToken) -> Arc<Shared> {
         let mut workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = workers.get(org) {
             return s.clone();
@@ -265,7 +309,7 @@ impl Deliveries {
         let org = org.to_string();
         self.inner.tracker.spawn(async move {
             let span = tracing::info_span!("webhook", %org);
-            let run = me.run(org, worker_shared);
+            let run = me.run(org, worker_shared, term);
             tracing::Instrument::instrument(run, span).await;
         });
         shared
@@ -305,9 +349,16 @@ impl Deliveries {
         self.inner.store.delivery(org, seq)
     }
 
-    /// Queues the deliveries of `seqs` again (`RedeliverEvents`).
+    /// Queues the deliveries of `seqs` again (`RedeliverEvents`), on the
+    /// node that runs the workers.
     pub fn redeliver(&self, org: &str, seqs: Vec<u64>) {
-        let shared = self.shared(org);
+        let Some(term) = self.term() else {
+            return self.inner.bus.relay(Remote::Redeliver {
+                org: org.to_string(),
+                seqs,
+            });
+        };
+        let shared = self.shared(org, term);
         shared
             .requeue
             .lock()
@@ -355,7 +406,7 @@ impl Deliveries {
         w.shared.oldest_queued_ms.store(oldest, Ordering::Relaxed);
     }
 
-    async fn run(self, org: String, shared: Arc<Shared>) {
+    async fn run(self, org: String, shared: Arc<Shared>, term: CancellationToken) {
         let inner = &self.inner;
         let mut w = match self.load(org, shared) {
             Ok(w) => w,
@@ -379,7 +430,7 @@ impl Deliveries {
             self.publish_pending(&w, false);
             let sleep_for = next_wake.map(|t| Duration::from_millis((t - now_ms()).max(0) as u64));
             tokio::select! {
-                _ = inner.shutdown.cancelled() => {
+                _ = term.cancelled() => {
                     attempts.abort_all();
                     if let Err(e) = self.checkpoint(&mut w) {
                         tracing::error!(error = %e, "final delivery checkpoint failed");

@@ -47,6 +47,20 @@ fn rank(ack: i8) -> i8 {
     }
 }
 
+/// Whether the bot of `settings` is over its channel's per-bot rate
+/// ([`crate::channel::Channel::per_bot_rate`]) across the cluster (only with
+/// a shared store; one node's own budget is the channel's to check).
+fn flooded(
+    ctx: &Ctx,
+    org: &str,
+    settings: &crate::channel::Settings,
+    channel: &dyn crate::channel::Channel,
+) -> bool {
+    let per_second = channel.per_bot_rate();
+    let key = format!("bot/{}/{}", crate::model::live_id(org), settings.bot_id());
+    per_second > 0 && matches!(ctx.shared_rate(&key, per_second), Some(Err(_)))
+}
+
 /// Whether a message at ack `from` moves to `to` (see the module docs).
 pub fn ack_advances(from: i8, to: i8) -> bool {
     match (from, to) {
@@ -270,6 +284,12 @@ pub async fn send(
         } else {
             Ok(channel.sandbox_id(&out.to, &mid))
         }
+    } else if flooded(ctx, &org.id, settings, channel) {
+        Err(crate::channel::SendError::Rejected {
+            code: 429,
+            desc: format!("{} (cluster-wide)", crate::channel::telegram::FLOODED),
+            refusal: crate::channel::Refusal::Busy,
+        })
     } else {
         channel.send(settings, &out.to, &out.content, &mid).await
     };

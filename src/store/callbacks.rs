@@ -82,7 +82,30 @@ impl Store {
     }
 
     /// Delivery callbacks of `org` queued and not yet delivered or given up.
+    /// With a shared store other nodes queue and settle them too: the
+    /// counts are read again from the outbox when older than
+    /// [`RECOUNT`] (this node's own queueing counts in between).
     pub fn pending_callbacks(&self, org: &str) -> usize {
+        if self.inner.db.shared() {
+            let mut at = self
+                .inner
+                .callbacks_counted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if at.is_none_or(|t| t.elapsed() >= RECOUNT) {
+                match count_by_org(&self.inner.db) {
+                    Ok(counts) => {
+                        *self
+                            .inner
+                            .pending_callbacks
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = counts;
+                        *at = Some(std::time::Instant::now());
+                    }
+                    Err(e) => tracing::error!(error = %e, "counting queued callbacks failed"),
+                }
+            }
+        }
         self.inner
             .pending_callbacks
             .lock()
@@ -93,9 +116,12 @@ impl Store {
     }
 }
 
+/// How old the counts of queued callbacks may get with a shared store.
+const RECOUNT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Counts the queued callbacks of each organization (at open).
 pub(super) fn count_by_org(
-    db: &sled::Db,
+    db: &super::kv::Kv,
 ) -> Result<std::collections::HashMap<String, usize>, StoreError> {
     let mut counts = std::collections::HashMap::new();
     for kv in db.scan_prefix(b"cbq/") {

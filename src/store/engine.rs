@@ -78,8 +78,13 @@ impl Batch {
         self.ops.push((key.into(), None));
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The operations, in order.
+    pub(super) fn into_ops(self) -> Vec<(sled::IVec, Option<sled::IVec>)> {
+        self.ops
     }
 
     fn to_sled(&self) -> sled::Batch {
@@ -327,24 +332,6 @@ impl Engine {
         self.backlog.clone()
     }
 
-    /// Sets `key` to `value` (one batch).
-    pub(super) fn insert<K: AsRef<[u8]>, V: Into<sled::IVec>>(
-        &self,
-        key: K,
-        value: V,
-    ) -> Result<(), StoreError> {
-        let mut b = Batch::default();
-        b.insert(key.as_ref(), value);
-        self.apply_batch(b)
-    }
-
-    /// Removes `key` (one batch).
-    pub(super) fn remove<K: AsRef<[u8]>>(&self, key: K) -> Result<(), StoreError> {
-        let mut b = Batch::default();
-        b.remove(key.as_ref());
-        self.apply_batch(b)
-    }
-
     /// Sets `key` to `value` unless it is set; returns the value it keeps.
     pub(super) fn insert_new(&self, key: &[u8], value: &[u8]) -> Result<sled::IVec, StoreError> {
         self.check()?;
@@ -429,6 +416,24 @@ impl Engine {
     }
 }
 
+/// What the log under `dir` holds that sled may lack, as the last value of
+/// each key (`None`: removed), read without changing anything (`convgate
+/// migrate` copies a data dir it must leave as it was).
+pub(super) fn logged(dir: &Path) -> Result<BTreeMap<sled::IVec, Option<sled::IVec>>, StoreError> {
+    let mut out = BTreeMap::new();
+    let dir = dir.join("wal");
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for (_, path) in segments(&dir)? {
+        let (batches, _) = parse(&std::fs::read(path).map_err(io)?);
+        for (k, v) in batches.into_iter().flat_map(|b| b.ops) {
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
+}
+
 /// Records of a range, in key order from either end: sled's, with the
 /// overlay's entries in that range laid over them.
 pub(super) struct Iter {
@@ -497,13 +502,6 @@ enum Step {
     ),
     /// The overlay's entry was a removal: step again.
     Again,
-}
-
-impl Iter {
-    /// The keys alone.
-    pub(super) fn keys(self) -> impl DoubleEndedIterator<Item = sled::Result<sled::IVec>> {
-        self.map(|r| r.map(|(k, _)| k))
-    }
 }
 
 impl Iter {
@@ -622,6 +620,26 @@ fn io(e: std::io::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One-operation batches.
+    trait OneOp {
+        fn insert(&self, k: &[u8], v: &[u8]) -> Result<(), StoreError>;
+        fn remove(&self, k: &[u8]) -> Result<(), StoreError>;
+    }
+
+    impl OneOp for Engine {
+        fn insert(&self, k: &[u8], v: &[u8]) -> Result<(), StoreError> {
+            let mut b = Batch::default();
+            b.insert(k, v);
+            self.apply_batch(b)
+        }
+
+        fn remove(&self, k: &[u8]) -> Result<(), StoreError> {
+            let mut b = Batch::default();
+            b.remove(k);
+            self.apply_batch(b)
+        }
+    }
 
     fn engine(dir: &Path) -> Engine {
         let db = sled::Config::new().path(dir.join("db")).open().unwrap();

@@ -60,6 +60,10 @@ impl Store {
     /// The last `seq` of `org` known durable: events up to it may be
     /// replayed (events after it are committed but not yet flushed).
     pub fn durable_seq(&self, org: &str) -> Result<u64, StoreError> {
+        if self.inner.db.shared() {
+            // Committed is durable, whichever node committed it.
+            return self.last_seq(org);
+        }
         let known = self
             .inner
             .durable

@@ -9,6 +9,8 @@
 //!   JSON (`wamid` and `whatsapp_error_*` are read as aliases).
 
 use super::codec::{bix_key, key};
+use super::engine::Batch;
+use super::kv::Kv;
 use super::StoreError;
 use serde_json::{Map, Value};
 
@@ -19,7 +21,7 @@ const LAYOUT_KEY: &[u8] = b"meta/layout";
 
 /// Brings `db` to [`LAYOUT`]. Errors: a layout newer than this code
 /// (written by a later convgate), or a record that does not decode.
-pub fn upgrade(db: &sled::Db) -> Result<(), StoreError> {
+pub(super) fn upgrade(db: &Kv) -> Result<(), StoreError> {
     let layout = db.get(LAYOUT_KEY)?.map_or(1, |v| super::codec::be_u64(&v));
     if layout > LAYOUT {
         return Err(StoreError::Codec(format!(
@@ -29,7 +31,7 @@ pub fn upgrade(db: &sled::Db) -> Result<(), StoreError> {
     if layout == LAYOUT {
         return Ok(());
     }
-    let mut batch = sled::Batch::default();
+    let mut batch = Batch::default();
     let mut counts = [0usize; 4];
     let mut seen_ids = std::collections::HashMap::new();
     for kv in db.scan_prefix(b"bot/") {
@@ -84,7 +86,7 @@ pub fn upgrade(db: &sled::Db) -> Result<(), StoreError> {
     }
     batch.insert(LAYOUT_KEY, &LAYOUT.to_be_bytes());
     db.apply_batch(batch)?;
-    db.flush()?;
+    db.checkpoint()?;
     if counts.iter().any(|&n| n > 0) {
         tracing::info!(
             bots = counts[0],
@@ -103,7 +105,8 @@ mod tests {
     #[test]
     fn a_whatsapp_only_layout_is_upgraded_once() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let tree = sled::open(dir.path().join("db")).unwrap();
+        let db = Kv::Local(super::super::engine::Engine::open(tree, dir.path()).unwrap());
         let old = serde_json::json!({"botID": 7, "kind": "whatsapp", "name": "x", "created": "",
             "whatsapp": {"phone_number_id": "1", "waba_id": "2", "graph_base_url": null,
                 "access_token": "plain:t", "app_secret": null, "verify_token": "plain:v"}});

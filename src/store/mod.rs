@@ -1,4 +1,4 @@
-//! The embedded store: the only code that imports sled.
+//! The store: the only code that imports sled or PostgreSQL.
 //!
 //! One [`Store`] type, its accessors split into files by record kind
 //! ([`orgs`], [`users`], [`bots`], [`messages`], [`conversations`],
@@ -50,9 +50,12 @@
 //! | `cvc/{org}/{close seq:020}` | a [`ClosedConversation`](crate::model::ClosedConversation) JSON, rows included |
 //! | `cvt/{org}/{closed ms:020}/{close seq:020}` | empty: closes by time (date filters) |
 //!
-//! Everything is read and written through the [`engine`]: sled behind a
-//! write-ahead log (`wal/`) and an in-memory overlay of what sled does not
-//! hold yet.
+//! Everything is read and written through [`kv`]: by default the
+//! [`engine`], sled behind a write-ahead log (`wal/`) and an in-memory
+//! overlay of what sled does not hold yet; with `store = "postgres://…"`,
+//! [`pg`], the same keys as rows of one table that several nodes share
+//! (a write then holds a cluster-wide lock and commits before it returns;
+//! the caches below are not filled, since another node may write).
 //!
 //! Invariants: writes are serialised by one mutex held only around in-memory
 //! operations (never across an await), which makes each organization's
@@ -73,11 +76,14 @@ mod callbacks;
 mod codec;
 mod console;
 mod conversations;
+mod copy;
 mod engine;
 mod events;
+mod kv;
 mod messages;
 mod migrate;
 mod orgs;
+mod pg;
 mod routes;
 mod users;
 mod webhooks;
@@ -85,6 +91,7 @@ mod webhooks;
 use crate::model::Event;
 use crate::model::Org;
 use codec::{be_u64, decode, key};
+pub use copy::{copy_to_postgres, CopyReport};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -106,6 +113,10 @@ pub enum StoreError {
     /// A binary record did not decode.
     #[error("store: corrupt binary record: {0}")]
     Codec(String),
+    /// PostgreSQL failed or did not answer (the `store = "postgres://…"`
+    /// backend).
+    #[error("store: postgres: {0}")]
+    Backend(String),
     /// The flusher stopped (the store is shutting down), or the write-ahead
     /// log failed to sync (no write is accepted until a restart).
     #[error("store: closed")]
@@ -122,7 +133,7 @@ pub struct Store {
 }
 
 struct Inner {
-    db: engine::Engine,
+    db: kv::Kv,
     write_lock: Mutex<()>,
     flush_tx: mpsc::UnboundedSender<Pending>,
     flushes: AtomicU64,
@@ -136,6 +147,9 @@ struct Inner {
     /// Delivery callbacks queued and not yet settled, by organization
     /// (counted from `cbq/` at open; kept with each write and settlement).
     pending_callbacks: Mutex<HashMap<String, usize>>,
+    /// When `pending_callbacks` was last counted from the outbox (shared
+    /// store only).
+    callbacks_counted: Mutex<Option<std::time::Instant>>,
     /// `public_base_url`, once set: new users get console links under it.
     console_base: std::sync::OnceLock<String>,
     /// Organizations by token hash, as read: every command authenticates,
@@ -207,8 +221,31 @@ impl Store {
                 }
                 e => StoreError::Sled(e),
             })?;
-        let db = engine::Engine::open(db, dir)?;
-        migrate::upgrade(&db.db)?;
+        Store::with_kv(kv::Kv::Local(engine::Engine::open(db, dir)?), on_durable)
+    }
+
+    /// Opens the store in the PostgreSQL database at `url` (a libpq URL,
+    /// `postgres://user@host:port/db`), shared with any other node opened
+    /// on it: applies the schema migrations it lacks, then as
+    /// [`Store::open`]. `pool` is the number of connections for reads (one
+    /// more serves writes).
+    ///
+    /// Errors: [`StoreError::Backend`] when PostgreSQL does not answer or a
+    /// migration fails. Must be called inside a tokio runtime.
+    pub async fn open_postgres(
+        url: &str,
+        pool: usize,
+        on_durable: OnDurable,
+    ) -> Result<Store, StoreError> {
+        let url = url.to_string();
+        let pg = tokio::task::spawn_blocking(move || pg::Pg::open(&url, pool))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        Store::with_kv(kv::Kv::Pg(pg), on_durable)
+    }
+
+    fn with_kv(db: kv::Kv, on_durable: OnDurable) -> Result<Store, StoreError> {
+        migrate::upgrade(&db)?;
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             db,
@@ -221,12 +258,13 @@ impl Store {
             durable: RwLock::default(),
             key_use: Mutex::default(),
             pending_callbacks: Mutex::default(),
+            callbacks_counted: Mutex::default(),
             console_base: std::sync::OnceLock::new(),
         });
         *inner
             .pending_callbacks
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = callbacks::count_by_org(&inner.db.db)?;
+            .unwrap_or_else(|p| p.into_inner()) = callbacks::count_by_org(&inner.db)?;
         // The flusher holds no strong reference: when the last handle drops,
         // sled closes and releases the data dir's lock at once.
         tokio::spawn(flusher(Arc::downgrade(&inner), flush_rx, on_durable));
@@ -306,6 +344,9 @@ impl Store {
                 .write_lock
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            // PostgreSQL: every node's writes wait for this one (the
+            // cluster-wide lock), rolled back if `f` or a read fails.
+            let shared = self.inner.db.begin()?;
             let mut tx = WriteTx {
                 store: self,
                 org,
@@ -349,7 +390,10 @@ impl Store {
                         .or_insert(before);
                 }
             }
-            self.inner.db.apply_batch(batch)?;
+            match shared {
+                Some(t) => t.commit(batch)?,
+                None => self.inner.db.apply_batch(batch)?,
+            }
             if !user_changes.is_empty() {
                 self.users_changed(user_changes);
             }
@@ -406,6 +450,91 @@ impl Store {
             self.inner.flushes.load(Ordering::Relaxed),
             self.inner.flushed_writes.load(Ordering::Relaxed),
         )
+    }
+
+    /// Takes or renews lease `name` (a cluster-wide job) for `holder` for
+    /// `ttl` from now; `false` while another holder's lease runs. The
+    /// embedded store has one process: always `true`. Blocking (a round
+    /// trip on PostgreSQL).
+    pub fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.lease_on(name, holder, ttl, true)
+    }
+
+    /// Claims `name` for `holder` for `ttl` (a request in progress that
+    /// other nodes must not start too, e.g. an idempotency key); `false`
+    /// while another holder's claim runs. Give it up with
+    /// [`Store::release`]. The embedded store has one process: `true`.
+    pub fn claim(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.lease_on(name, holder, ttl, false)
+    }
+
+    /// [`Store::lease`] (`urgent`: on its own connection) or
+    /// [`Store::claim`].
+    fn lease_on(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        urgent: bool,
+    ) -> Result<bool, StoreError> {
+        match &self.inner.db {
+            kv::Kv::Local(_) => Ok(true),
+            kv::Kv::Pg(p) => p.lease(name, holder, ttl.as_secs_f64() * 1000.0, urgent),
+        }
+    }
+
+    /// Gives up lease `name` if `holder` has it.
+    pub fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        match &self.inner.db {
+            kv::Kv::Local(_) => Ok(()),
+            kv::Kv::Pg(p) => p.release(name, holder),
+        }
+    }
+
+    /// Takes one unit of cluster-wide rate limit `key` (GCRA: one unit per
+    /// `interval`, `tolerance` of burst; PostgreSQL's clock). `Ok(ahead)`:
+    /// taken, the key's schedule runs `ahead` past now; `Err(wait)`:
+    /// refused until then. The embedded store has no shared limits:
+    /// [`StoreError::Backend`] (callers use their in-process limiter).
+    /// Blocking (a round trip).
+    pub fn take_rate(
+        &self,
+        key: &str,
+        interval: std::time::Duration,
+        tolerance: std::time::Duration,
+    ) -> Result<Result<std::time::Duration, std::time::Duration>, StoreError> {
+        let kv::Kv::Pg(p) = &self.inner.db else {
+            return Err(StoreError::Backend("no shared rate limits".into()));
+        };
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let d = |ms: f64| std::time::Duration::from_secs_f64(ms.max(0.0) / 1000.0);
+        Ok(match p.gcra(key, ms(interval), ms(tolerance))? {
+            Ok(ahead) => Ok(d(ahead)),
+            Err(wait) => Err(d(wait)),
+        })
+    }
+
+    /// Drops shared rate-limit state of keys whose budget is full again.
+    pub fn shrink_rates(&self) -> Result<(), StoreError> {
+        match &self.inner.db {
+            kv::Kv::Pg(p) => p.shrink_rates().map(|_| ()),
+            kv::Kv::Local(_) => Ok(()),
+        }
+    }
+
+    /// Whether several nodes may share this store (PostgreSQL).
+    pub fn shared(&self) -> bool {
+        self.inner.db.shared()
     }
 
     /// Whether the store answers reads (`GET /healthz`).

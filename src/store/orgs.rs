@@ -77,7 +77,9 @@ impl Store {
             o.last_used = self.key_use(crate::model::live_id(&o.id), &o.key);
             Arc::new(o)
         });
-        if let Some(org) = &org {
+        // Another node may change what a token resolves to: with a shared
+        // backend nothing is cached.
+        if let Some(org) = org.as_ref().filter(|_| !self.inner.db.shared()) {
             let mut cache = self.org_cache_write();
             if cache.generation == generation {
                 cache.map.insert(token_sha256.to_string(), org.clone());
@@ -103,7 +105,7 @@ impl Store {
     ) -> Result<Option<Arc<Org>>, StoreError> {
         let generation = self.org_cache_read().generation;
         let org = self.org_by_token(token_sha256)?;
-        if let Some(org) = &org {
+        if let Some(org) = org.as_ref().filter(|_| !self.inner.db.shared()) {
             let mut cache = self.org_cache_write();
             if cache.generation == generation {
                 cache.raw.insert(token.into(), org.clone());

@@ -28,7 +28,9 @@ impl Store {
             cache.generation
         };
         let v = self.inner.db.get(&k)?;
-        if let Some(v) = &v {
+        // Another node may write the user: with a shared backend nothing
+        // is cached.
+        if let Some(v) = v.as_ref().filter(|_| !self.inner.db.shared()) {
             let mut cache = self.inner.users.write().unwrap_or_else(|p| p.into_inner());
             if cache.generation == generation {
                 if cache.map.len() >= super::UserCache::MAX {

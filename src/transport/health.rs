@@ -32,6 +32,12 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         );
     };
     metric(
+        "convgate_runs_workers",
+        "gauge",
+        "1 when this node runs the background workers (with several nodes, the one holding the workers' lease).",
+        u8::from(app.ctx.deliveries.running()).to_string(),
+    );
+    metric(
         "convgate_webhook_pending",
         "gauge",
         "Webhook deliveries waiting for an attempt or in flight.",

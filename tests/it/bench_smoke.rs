@@ -34,6 +34,8 @@ fn opts(scenario: Scenario, target: Target, addr: String, token: &str, connectio
         conversations: 20,
         client: loadgen::WsClient::Raw,
         receiver_only: false,
+        spread: Vec::new(),
+        label: None,
     }
 }
 
@@ -135,15 +137,14 @@ async fn m3_idle_sockets_and_rss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m4_fan_out_reaches_every_socket() {
     let gw = bench_gateway().await;
-    let r = loadgen::run(&opts(
-        Scenario::M4,
-        Target::Gateway,
-        gw.gw().addr.to_string(),
-        &gw.token,
-        10,
-    ))
-    .await
-    .unwrap();
+    let addr = gw.gw().addr.to_string();
+    let mut o = opts(Scenario::M4, Target::Gateway, addr.clone(), &gw.token, 10);
+    // Sockets spread over "two nodes" (M10's three-node fan-out), here
+    // the same one twice; the label is reported.
+    o.spread = vec![addr];
+    o.label = Some("spread".into());
+    let r = loadgen::run(&o).await.unwrap();
+    assert_eq!(r.label.as_deref(), Some("spread"));
     assert!(r.extra["rounds"].as_u64().unwrap() >= 1, "{r:?}");
     assert_eq!(r.extra["missing"], 0, "{r:?}");
     assert_eq!(r.operations, r.extra["rounds"].as_u64().unwrap() * 10);

@@ -261,7 +261,9 @@ async fn a_conversation_opens_is_assigned_transferred_noted_and_closed() {
 #[tokio::test]
 async fn idle_conversations_close_by_themselves_and_survive_a_restart() {
     let fake = FakeGraph::start().await;
-    let mut gw = conv_gateway(&fake, |c| c.conversation_idle_timeout = 0.8).await;
+    // Long enough that a restart on a slow machine (or on PostgreSQL) fits
+    // inside it: the conversations must still be open after it.
+    let mut gw = conv_gateway(&fake, |c| c.conversation_idle_timeout = 3.0).await;
     customer_says(&gw, "16505551234", "wamid.I1", "hello").await;
     send_template(&gw, "16505551234", json!({"agentEmail": ANN})).await;
     customer_says(&gw, "16505551235", "wamid.I2", "hi").await;
@@ -283,7 +285,7 @@ async fn idle_conversations_close_by_themselves_and_survive_a_restart() {
         (json!(1), json!(1), json!("Ann Agent"))
     );
     let mut crm = gw.socket().await;
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     let mut closed = Vec::new();
     while closed.len() < 2 && Instant::now() < deadline {
         let ev = next_named(&mut crm, "onUserConversation").await;

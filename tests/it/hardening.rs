@@ -385,10 +385,10 @@ async fn storage_caps_refuse_the_write_over_them() {
 
 #[tokio::test]
 async fn a_failed_first_start_loses_no_token() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     // The port is taken: the start fails before the store is touched.
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = test_config(dir.path());
+    let mut config = dir.config();
     config.listen = taken.local_addr().unwrap();
     assert!(convgate::server::start(config.clone()).await.is_err());
     config.listen = "127.0.0.1:0".parse().unwrap();

@@ -77,12 +77,84 @@ pub fn validate_message(msg: &Value) {
     }
 }
 
+/// A test's state: a temporary data dir and, when `CONVGATE_TEST_STORE`
+/// names a PostgreSQL server (`postgres://user@host:port`), a database of
+/// its own there (and with `CONVGATE_TEST_BUS`, NATS subjects of its own);
+/// both are removed when this drops.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+    /// The URL of this test's database.
+    pub store: Option<String>,
+}
+
+/// The PostgreSQL server the suite runs against, if any.
+pub fn test_store() -> Option<String> {
+    std::env::var("CONVGATE_TEST_STORE")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Runs `sql` on the server's `postgres` database (blocking, on a thread of
+/// its own: the client must not run on the runtime's).
+fn admin_sql(server: &str, sql: String) {
+    let url = format!("{}/postgres", server.trim_end_matches('/'));
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("PostgreSQL answers");
+        c.batch_execute(&sql).expect("admin statement");
+    })
+    .join()
+    .unwrap();
+}
+
+impl TestDir {
+    pub fn new() -> Arc<TestDir> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = test_store().map(|server| {
+            let name = format!("cgt_{}", uuid::Uuid::now_v7().simple());
+            admin_sql(&server, format!("CREATE DATABASE {name}"));
+            format!("{}/{name}", server.trim_end_matches('/'))
+        });
+        Arc::new(TestDir { dir, store })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// [`test_config`] for this dir and database; with `CONVGATE_TEST_BUS`
+    /// (a NATS URL) as well, linked over it under a subject prefix of its
+    /// own.
+    pub fn config(&self) -> Config {
+        let mut c = test_config(self.path());
+        c.store = self.store.clone().map(Secret::new);
+        if let (Some(store), Ok(bus)) = (&self.store, std::env::var("CONVGATE_TEST_BUS")) {
+            if !bus.is_empty() {
+                c.bus = Some(bus);
+                c.bus_prefix = store.rsplit('/').next().unwrap().to_string();
+            }
+        }
+        c
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if let (Some(server), Some(url)) = (test_store(), &self.store) {
+            let name = url.rsplit('/').next().unwrap().to_string();
+            admin_sql(
+                &server,
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
 /// A gateway under test, with the `default` organization's token.
 pub struct TestGateway {
     pub gw: Option<Gateway>,
     pub token: String,
-    /// Keeps the data dir alive as long as the gateway.
-    pub _dir: Arc<tempfile::TempDir>,
+    /// Keeps the data dir (and database) alive as long as the gateway.
+    pub _dir: Arc<TestDir>,
     pub config: Config,
     pub http: reqwest::Client,
 }
@@ -103,8 +175,8 @@ pub async fn spawn_gateway() -> TestGateway {
 }
 
 pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestGateway {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let mut config = test_config(dir.path());
+    let dir = TestDir::new();
+    let mut config = dir.config();
     tweak(&mut config);
     let gw = convgate::server::start(config.clone())
         .await
@@ -215,13 +287,7 @@ impl TestGateway {
 
     /// A socket that has not sent `connect`.
     pub async fn raw_socket(&self) -> Ws {
-        let (stream, _) = tokio_tungstenite::connect_async(self.gw().ws_url())
-            .await
-            .expect("ws connect");
-        Ws {
-            stream,
-            events: VecDeque::new(),
-        }
+        ws_connect(&self.gw().ws_url()).await
     }
 
     /// Creates a bot and a user through POST; returns the uid.
@@ -272,6 +338,17 @@ impl TestGateway {
             .expect("gateway restarts");
         assert!(gw.bootstrap_token.is_none(), "no second bootstrap");
         self.gw = Some(gw);
+    }
+}
+
+/// A socket to `url` that has not sent `connect`.
+pub async fn ws_connect(url: &str) -> Ws {
+    let (stream, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
+    Ws {
+        stream,
+        events: VecDeque::new(),
     }
 }
 
@@ -379,6 +456,35 @@ pub async fn receiver(status: u16) -> wiremock::MockServer {
 }
 
 /// Every file under `dir`, recursively (tests that check what reaches disk).
+/// Everything a gateway stored: each file under the data dir and, with a
+/// database, each row of it (`kv:<key>`, key and value together), by name.
+pub fn stored(dir: &TestDir) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = walk(dir.path())
+        .into_iter()
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    if let Some(url) = dir.store.clone() {
+        let rows = std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            c.query("SELECT k, v FROM kv", &[])
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let (k, v): (Vec<u8>, Vec<u8>) = (r.get(0), r.get(1));
+                    (
+                        format!("kv:{}", String::from_utf8_lossy(&k)),
+                        [k, v].concat(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .unwrap();
+        out.extend(rows);
+    }
+    out
+}
+
 pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {

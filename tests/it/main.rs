@@ -5,6 +5,7 @@ mod helpers;
 
 mod bench_smoke;
 mod browser;
+mod cluster;
 mod commands;
 mod console;
 mod conversations;

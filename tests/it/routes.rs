@@ -666,8 +666,8 @@ async fn config_file_routes_are_set_at_start_and_bad_ones_stop_it() {
     assert_eq!(r["data"][0]["name"], "from-config", "{r}");
     assert_eq!(r["data"][0]["botID"], 8201);
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+    let dir = TestDir::new();
+    let mut config = dir.config();
     config.bots = vec![bot];
     config.routes = vec![route(json!([{"send_text": {"text": "{{user.age}}"}}]))];
     let err = convgate::server::start(config)

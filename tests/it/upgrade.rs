@@ -19,7 +19,6 @@ use crate::whatsapp::{
 };
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::Arc;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef01234567";
 const TEMPLATE_TO_CUSTOMER: &str = "6b02a6bffc3c7d8a6621a41e";
@@ -40,10 +39,21 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 async fn open_fixture(fake: &FakeGraph) -> TestGateway {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let dir = TestDir::new();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-data");
     copy_dir(&fixture, dir.path());
-    let mut config = test_config(dir.path());
+    if let Some(url) = &dir.store {
+        // On PostgreSQL: the old data dir is migrated into the database
+        // first (`convgate migrate`), then upgraded there when it opens.
+        let (from, to) = (dir.path().to_path_buf(), url.clone());
+        let report =
+            tokio::task::spawn_blocking(move || convgate::store::copy_to_postgres(&from, &to))
+                .await
+                .unwrap()
+                .expect("migrate");
+        assert!(report.by_kind["bot"] >= 1, "{report:?}");
+    }
+    let mut config = dir.config();
     config.secrets_key = Some(convgate::config::Secret::new(base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         [5u8; 32],

@@ -424,7 +424,7 @@ async fn kill_9_loses_no_acknowledged_event() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(5)))
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let token = "00112233445566778899aabbccddeeff00112233";
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -439,6 +439,7 @@ async fn kill_9_loses_no_acknowledged_event() {
                 "--data-dir",
             ])
             .arg(dir.path())
+            .envs(dir.store.iter().map(|s| ("CONVGATE_STORE", s)))
             .env("CONVGATE_BOOTSTRAP_TOKEN", token)
             .env("CONVGATE_ALLOW_PRIVATE_WEBHOOKS", "true")
             .env("CONVGATE_LOG", "warn")

@@ -62,6 +62,8 @@ pub struct Telegram {
     retry: Vec<f64>,
     public_base_url: Option<String>,
     per_bot: Option<DefaultKeyedRateLimiter<u64>>,
+    /// `telegram_rate_limit`.
+    per_bot_rate: u32,
 }
 
 /// A `secret_token` for `setWebhook`: 32 characters of `A-Za-z0-9` (Telegram
@@ -101,6 +103,7 @@ impl Telegram {
                 .public_base_url
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_string()),
+            per_bot_rate: config.telegram_rate_limit,
             per_bot: NonZeroU32::new(config.telegram_rate_limit)
                 .map(|n| RateLimiter::keyed(Quota::per_second(n))),
         }
@@ -172,7 +175,14 @@ impl Telegram {
     }
 }
 
+/// The refusal of a send beyond `telegram_rate_limit`.
+pub const FLOODED: &str = "telegram_rate_limit messages per second per bot reached";
+
 impl Channel for Telegram {
+    fn per_bot_rate(&self) -> u32 {
+        self.per_bot_rate
+    }
+
     fn kind(&self) -> BotKind {
         BotKind::Telegram
     }
@@ -235,7 +245,7 @@ impl Channel for Telegram {
                 if l.check_key(&settings.bot_id()).is_err() {
                     return Err(SendError::Rejected {
                         code: 429,
-                        desc: "telegram_rate_limit messages per second per bot reached".into(),
+                        desc: FLOODED.into(),
                         refusal: Refusal::Busy,
                     });
                 }
