@@ -4,6 +4,8 @@
 # GetUser round trip), 8 connections.
 #
 #   bash examples/callgrind.sh            # SECONDS_ON=6
+#   OUT=/tmp/cg bash examples/callgrind.sh  # keeps callgrind.out.m1/m2 for
+#                                           # callgrind_annotate --inclusive=yes
 #
 # Starts convgate under `valgrind --tool=callgrind --instr-atstart=no`,
 # warms up with the load generator, switches instrumentation on for
@@ -42,5 +44,6 @@ for scn in ${ONLY:-m1 m2}; do
   callgrind_control -i off "$PID" >/dev/null 2>&1
   kill -INT "$PID"; wait "$PID" 2>/dev/null || true; PID=
   ir=$(grep -E '^totals:' "$WORK/cg.$scn" | awk '{print $2}')
+  if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp "$WORK/cg.$scn" "$OUT/callgrind.out.$scn"; fi
   python3 -c "print(f'$scn: {$ir} instructions over {$ops} requests = {$ir/$ops/1000:.1f}k per request')"
 done

@@ -1,19 +1,20 @@
 //! The request object both transports carry, read once and borrowed.
 //!
 //! `{"token":…,"cmd":…, field: value, …}` (reference, "Making API calls" and
-//! "Websocket API"). Parsing checks the whole text is one JSON object and
-//! keeps every field as a view into the request's bytes: a string without
-//! escapes is a slice of the input, any other value its raw JSON text. A
-//! command decodes only the fields it reads, and a `GetUser` allocates
-//! nothing for its envelope. Duplicate names: the last one counts, as in
-//! `serde_json::Map`.
+//! "Websocket API"). Parsing checks the whole text is one JSON object
+//! (RFC 8259) in a single pass and keeps every field as a view into the
+//! request's bytes: a string without escapes is a slice of the input, any
+//! other value its raw JSON text, checked but not decoded. A command decodes
+//! only the fields it reads, and a `GetUser` allocates nothing for its
+//! envelope but the field list. Duplicate names: the last one counts, as in
+//! `serde_json::Map`. What this accepts is exactly what `serde_json` accepts
+//! as an object (nesting up to 128 levels, no trailing text); the `envelope`
+//! fuzz target checks both agree on every input.
 
 use crate::error::{ApiError, ErrorCode};
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 use serde_json::Value;
+use smallvec::SmallVec;
 use std::borrow::Cow;
-use std::fmt;
 
 /// A parsed request object, borrowing from the request's bytes: its `cmd`,
 /// its `token` (if any), and all fields.
@@ -23,16 +24,19 @@ pub struct Envelope<'a> {
     pub cmd: Cow<'a, str>,
     /// The `token` field, when present and a string.
     pub token: Option<Cow<'a, str>>,
-    /// Every field of the object in the order sent, `cmd` and `token` included.
-    fields: Vec<(Cow<'a, str>, Field<'a>)>,
+    /// Every field of the object in the order sent, `cmd` and `token`
+    /// included (up to six without an allocation).
+    fields: FieldList<'a>,
 }
 
+type FieldList<'a> = SmallVec<[(Cow<'a, str>, Field<'a>); 6]>;
+
 /// One field's value: a JSON string decoded (borrowed when it holds no
-/// escape), or any other value as its raw JSON text.
+/// escape), or any other value as its raw JSON text (already checked).
 #[derive(Debug, Clone)]
 enum Field<'a> {
     Str(Cow<'a, str>),
-    Raw(&'a RawValue),
+    Raw(&'a str),
 }
 
 impl<'a> Envelope<'a> {
@@ -40,15 +44,21 @@ impl<'a> Envelope<'a> {
     /// (or not UTF-8) or `cmd` is not a string; 1001 when `token` is not a
     /// string.
     pub fn parse(bytes: &'a [u8]) -> Result<Envelope<'a>, ApiError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("invalid JSON object: not UTF-8: {e}"),
+            )
+        })?;
+        Envelope::parse_str(text)
+    }
+
+    /// [`Envelope::parse`] of text already known to be UTF-8 (a WebSocket
+    /// text frame, which tungstenite has checked).
+    pub fn parse_str(text: &'a str) -> Result<Envelope<'a>, ApiError> {
         let invalid = |m: &str| ApiError::new(ErrorCode::InvalidJson, m);
-        // Validated once here: parsing from a `str` spares serde_json a
-        // second UTF-8 check of every string and raw value.
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| invalid(&format!("invalid JSON object: not UTF-8: {e}")))?;
-        let mut de = serde_json::Deserializer::from_str(text);
-        let fields = de
-            .deserialize_map(ObjectVisitor)
-            .and_then(|f| de.end().map(|()| f))
+        let fields = Scanner::new(text)
+            .object()
             .map_err(|e| invalid(&format!("invalid JSON object: {e}")))?;
         let mut env = Envelope {
             cmd: Cow::Borrowed(""),
@@ -81,6 +91,16 @@ impl<'a> Envelope<'a> {
         }
     }
 
+    /// Every field in the order sent, each value decoded to JSON (a value
+    /// nested deeper than `serde_json` decodes becomes `null`): for
+    /// diagnostics and the `envelope` fuzz target.
+    pub fn values(&self) -> Vec<(&str, Value)> {
+        self.fields
+            .iter()
+            .map(|(k, v)| (k.as_ref(), to_value(v)))
+            .collect()
+    }
+
     /// Typed access to the fields, for [`super::Command::parse`].
     pub(crate) fn fields(&self) -> Fields<'_> {
         Fields(&self.fields)
@@ -98,63 +118,288 @@ fn lookup<'e, 'a>(fields: &'e [(Cow<'a, str>, Field<'a>)], name: &str) -> Option
         .rev()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)
-        .filter(|v| !matches!(v, Field::Raw(r) if r.get() == "null"))
+        .filter(|v| !matches!(v, Field::Raw("null")))
 }
 
-/// Reads the top-level object: names as (borrowed) strings, values raw.
-struct ObjectVisitor;
+/// How many bytes at the start of `b` are plain string content: neither
+/// `"`, a backslash nor a control character. Eight bytes at a time, as
+/// `serde_json`'s `skip_to_escape` does (the byte-at-a-time loop was half
+/// of the envelope's cost).
+fn plain_run(b: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let special = |c: u8| c == b'"' || c == b'\\' || c < 0x20;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let v = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        let quote = v ^ (ONES * u64::from(b'"'));
+        let backslash = v ^ (ONES * u64::from(b'\\'));
+        // A high bit set where a byte may be 0 after the XOR (a quote or a
+        // backslash) or below 0x20: never missed, sometimes flagged when
+        // not (then the bytes are looked at one by one).
+        let flagged = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (v.wrapping_sub(ONES * 0x20) & !v);
+        if flagged & HIGH != 0 {
+            if let Some(at) = chunk.iter().position(|&c| special(c)) {
+                return i + at;
+            }
+        }
+        i += 8;
+    }
+    i + b[i..]
+        .iter()
+        .position(|&c| special(c))
+        .unwrap_or(b.len() - i)
+}
 
-impl<'de> Visitor<'de> for ObjectVisitor {
-    type Value = Vec<(Cow<'de, str>, Field<'de>)>;
+/// How deep values may nest, the top-level object included (`serde_json`'s
+/// recursion limit).
+const MAX_DEPTH: usize = 128;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object")
+/// A single pass over the request text (RFC 8259's grammar): the top-level
+/// object's names and string values are sliced out, every other value is
+/// checked and kept as its text.
+struct Scanner<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+/// Why the text is not one JSON object, and where.
+type ScanError = String;
+
+impl<'a> Scanner<'a> {
+    fn new(text: &'a str) -> Scanner<'a> {
+        Scanner { text, at: 0 }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(4));
-        while let Some(Name(name)) = map.next_key()? {
-            let raw: &'de RawValue = map.next_value()?;
-            fields.push((name, decode(raw).map_err(serde::de::Error::custom)?));
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes().get(self.at).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// `what` was expected at the current position: the message names it
+    /// with the line and column (1-based, in characters) where it was not.
+    fn error(&self, what: &str) -> ScanError {
+        let before = &self.text[..self.at.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        match self.peek() {
+            None => format!("EOF while parsing {what} at line {line} column {column}"),
+            Some(_) => format!("expected {what} at line {line} column {column}"),
+        }
+    }
+
+    fn expect(&mut self, byte: u8, what: &str) -> Result<(), ScanError> {
+        if self.peek() == Some(byte) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(self.error(what))
+        }
+    }
+
+    /// The whole text: one object, then only whitespace.
+    fn object(mut self) -> Result<FieldList<'a>, ScanError> {
+        let mut fields = FieldList::new();
+        self.ws();
+        self.expect(b'{', "an object")?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+        } else {
+            loop {
+                if self.peek() != Some(b'"') {
+                    return Err(self.error("a string name"));
+                }
+                let name = self.string()?;
+                self.ws();
+                self.expect(b':', "':'")?;
+                self.ws();
+                let value = if self.peek() == Some(b'"') {
+                    Field::Str(self.string()?)
+                } else {
+                    let start = self.at;
+                    self.value(1)?;
+                    Field::Raw(&self.text[start..self.at])
+                };
+                fields.push((name, value));
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.at += 1;
+                        self.ws();
+                    }
+                    Some(b'}') => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return Err(self.error("',' or '}'")),
+                }
+            }
+        }
+        self.ws();
+        if self.at != self.text.len() {
+            return Err(self.error("the end of the text after the object"));
         }
         Ok(fields)
     }
-}
 
-/// A JSON string value is decoded now (a slice of the input when it holds
-/// no escape); other values stay raw.
-fn decode(raw: &RawValue) -> Result<Field<'_>, serde_json::Error> {
-    let text = raw.get();
-    if !text.starts_with('"') {
-        return Ok(Field::Raw(raw));
+    /// A string at the current `"`: its contents, borrowed when it holds no
+    /// escape (escapes are decoded by `serde_json`, which also refuses lone
+    /// surrogates).
+    fn string(&mut self) -> Result<Cow<'a, str>, ScanError> {
+        let start = self.at;
+        let escaped = self.skip_string()?;
+        let text = &self.text[start..self.at];
+        if escaped {
+            serde_json::from_str::<String>(text)
+                .map(Cow::Owned)
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(Cow::Borrowed(&text[1..text.len() - 1]))
+        }
     }
-    let inner = &text[1..text.len() - 1];
-    Ok(Field::Str(if inner.contains('\\') {
-        Cow::Owned(serde_json::from_str::<String>(text)?)
-    } else {
-        Cow::Borrowed(inner)
-    }))
-}
 
-/// An object's name, borrowed from the input when it holds no escape.
-struct Name<'de>(Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Name<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(s.to_string())))
+    /// Moves past the string at the current `"`; whether it held an escape.
+    fn skip_string(&mut self) -> Result<bool, ScanError> {
+        let bytes = self.bytes();
+        self.at += 1;
+        let mut escaped = false;
+        loop {
+            self.at += plain_run(&bytes[self.at..]);
+            match bytes.get(self.at) {
+                None => return Err(self.error("the end of a string")),
+                Some(b'"') => {
+                    self.at += 1;
+                    return Ok(escaped);
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    match bytes.get(self.at + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                            self.at += 2
+                        }
+                        Some(b'u') => {
+                            let hex = bytes.get(self.at + 2..self.at + 6);
+                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                self.at += 2;
+                                return Err(self.error("four hex digits in an escape"));
+                            }
+                            self.at += 6;
+                        }
+                        _ => {
+                            self.at += 1;
+                            return Err(self.error("an escape"));
+                        }
+                    }
+                }
+                Some(&b) if b < 0x20 => return Err(self.error("no control character in a string")),
+                Some(_) => self.at += 1,
             }
         }
-        d.deserialize_str(V)
+    }
+
+    /// Moves past one value of any type nested `depth` levels deep.
+    fn value(&mut self, depth: usize) -> Result<(), ScanError> {
+        match self.peek() {
+            Some(b'"') => self.skip_string().map(drop),
+            Some(open @ (b'{' | b'[')) => {
+                if depth >= MAX_DEPTH {
+                    return Err(self.error("at most 128 levels of nesting"));
+                }
+                self.at += 1;
+                self.ws();
+                let close = if open == b'{' { b'}' } else { b']' };
+                if self.peek() == Some(close) {
+                    self.at += 1;
+                    return Ok(());
+                }
+                loop {
+                    if open == b'{' {
+                        if self.peek() != Some(b'"') {
+                            return Err(self.error("a string name"));
+                        }
+                        self.skip_string()?;
+                        self.ws();
+                        self.expect(b':', "':'")?;
+                        self.ws();
+                    }
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => {
+                            self.at += 1;
+                            self.ws();
+                        }
+                        Some(b) if b == close => {
+                            self.at += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(self.error("',' or the end of a container")),
+                    }
+                }
+            }
+            Some(b't') => self.literal("true"),
+            Some(b'f') => self.literal("false"),
+            Some(b'n') => self.literal("null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(self.error("a value")),
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Result<(), ScanError> {
+        if self.text[self.at..].starts_with(word) {
+            self.at += word.len();
+            Ok(())
+        } else {
+            Err(self.error("a value"))
+        }
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Result<(), ScanError> {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.at += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(self.error("a digit")),
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                return Err(self.error("a digit after '.'"));
+            }
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                return Err(self.error("a digit in an exponent"));
+            }
+            self.digits();
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
     }
 }
 
@@ -202,7 +447,7 @@ impl<'e> Fields<'e> {
         let (_, v) = self.0.iter().rev().find(|(k, _)| k == name)?;
         Some(match v {
             Field::Str(s) => Ok(Value::String(s.to_string())),
-            Field::Raw(r) => serde_json::from_str(r.get()).map_err(|e| e.to_string()),
+            Field::Raw(r) => serde_json::from_str(r).map_err(|e| e.to_string()),
         })
     }
 
@@ -265,7 +510,7 @@ impl<'e> Fields<'e> {
 fn to_value(f: &Field) -> Value {
     match f {
         Field::Str(s) => Value::String(s.to_string()),
-        Field::Raw(r) => serde_json::from_str(r.get()).unwrap_or(Value::Null),
+        Field::Raw(r) => serde_json::from_str(r).unwrap_or(Value::Null),
     }
 }
 
@@ -310,6 +555,75 @@ mod tests {
         }
         let e = Envelope::parse(br#"{"cmd":"GetUser","token":1}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidToken);
+    }
+
+    #[test]
+    fn the_scanner_keeps_raw_values_and_follows_the_grammar() {
+        let text = " {\"a\" : [1, {\"b\": \"c\\\"\"}, -0.5e+3, true, null] ,\n\"\\u0041\":false}\t";
+        let env = Envelope::parse(text.as_bytes()).unwrap();
+        let values = env.values();
+        assert_eq!(values[0].0, "a");
+        assert_eq!(
+            values[0].1,
+            serde_json::json!([1, {"b": "c\""}, -500.0, true, null])
+        );
+        assert_eq!(values[1], ("A", Value::Bool(false)));
+        assert!(matches!(env.fields[0].1, Field::Raw(r) if r.starts_with('[') && r.ends_with(']')));
+        for bad in [
+            "{\"a\":01}",
+            "{\"a\":1.}",
+            "{\"a\":-}",
+            "{\"a\":1e}",
+            "{\"a\":[1,]}",
+            "{\"a\":1,}",
+            "{\"a\":tru}",
+            "{\"a\":\"x\ty\"}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\\u12g4\"}",
+            "{\"a\":\"\\ud800\"}",
+            "{a:1}",
+            "{\"a\" 1}",
+            "{\"a\":{\"b\"}}",
+            "",
+            "   ",
+        ] {
+            let e = Envelope::parse(bad.as_bytes()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidJson, "{bad}");
+        }
+        let e = Envelope::parse(b"{\"a\":[1}").unwrap_err();
+        assert!(e.message.contains("line 1 column 8"), "{}", e.message);
+    }
+
+    #[test]
+    fn plain_runs_stop_at_the_first_special_byte() {
+        let naive = |b: &[u8]| {
+            b.iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(b.len())
+        };
+        // Every position of each special byte (and near misses) in strings
+        // of every length up to 40, over a background of plain bytes.
+        for len in 0..40 {
+            for at in 0..=len {
+                for special in [b'"', b'\\', 0x00, 0x1f, 0x21, 0x5d, 0x7f, 0xc3] {
+                    let mut b = vec![b'a'; len];
+                    if at < len {
+                        b[at] = special;
+                    }
+                    assert_eq!(plain_run(&b), naive(&b), "{b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = |n: usize| format!("{{\"a\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        assert!(Envelope::parse(deep(127).as_bytes()).is_ok());
+        let e = Envelope::parse(deep(128).as_bytes()).unwrap_err();
+        assert!(e.message.contains("128 levels"), "{}", e.message);
+        // A megabyte of brackets is an error, not a stack overflow.
+        assert!(Envelope::parse(deep(1 << 20).as_bytes()).is_err());
     }
 
     #[test]

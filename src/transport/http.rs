@@ -12,7 +12,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::reply::Reply;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 /// Turns a reply into the HTTP response: JSON body, status by class,
 /// `Retry-After` (whole seconds, at least 1) when rate limited.
@@ -21,17 +21,15 @@ pub fn respond(reply: &Reply) -> Response {
 }
 
 fn respond_with(reply: &Reply, status: u16) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut res = (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        reply.to_json(),
-    )
-        .into_response();
+    // Built directly: axum's `IntoResponse` for a tuple sets a content type
+    // for the body and then replaces it.
+    let mut res = Response::new(axum::body::Body::from(reply.to_json()));
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(wait) = reply.retry_after {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
@@ -108,7 +106,7 @@ pub async fn api(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large(limit, Some(body)).await;
+        return Box::pin(too_large(limit, Some(body))).await;
     }
     let read = axum::body::to_bytes(body, limit);
     let bytes = match tokio::time::timeout(
@@ -118,7 +116,7 @@ pub async fn api(
     .await
     {
         Ok(Ok(b)) => b,
-        Ok(Err(_)) => return too_large(limit, None).await,
+        Ok(Err(_)) => return Box::pin(too_large(limit, None)).await,
         Err(_) => {
             let e = ApiError::new(
                 ErrorCode::InvalidJson,

@@ -28,8 +28,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use std::borrow::Cow;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{timeout, Instant};
+use tokio_util::sync::ReusableBoxFuture;
 use tracing::Instrument;
 
 /// Close code: server going away (RFC 6455).
@@ -219,7 +220,7 @@ async fn handshake(
             Ok(Incoming::TooBig) => return Err(Some((CLOSE_TOO_BIG, "message too big"))),
             Ok(Incoming::Closed) => return Err(None),
             Ok(Incoming::Binary) => break Err(String::new()),
-            Ok(Incoming::Text(text)) => match Envelope::parse(text.as_bytes()) {
+            Ok(Incoming::Text(text)) => match Envelope::parse_str(text.as_str()) {
                 Ok(env) if env.cmd == "connect" => {
                     let asks =
                         cmd::connect_events(&env).and_then(|e| Ok((e, cmd::connect_resume(&env)?)));
@@ -281,6 +282,17 @@ async fn handshake(
     Ok((caller, asks))
 }
 
+/// The next event for a socket, handing the receiver back with it.
+async fn next_event_of(
+    mut events: broadcast::Receiver<crate::model::Event>,
+) -> (
+    Result<crate::model::Event, RecvError>,
+    broadcast::Receiver<crate::model::Event>,
+) {
+    let ev = events.recv().await;
+    (ev, events)
+}
+
 /// What a `connect` asks for besides the token: opt-in events, and where
 /// to resume from (`(epoch, seq)`).
 type Asks = (Vec<String>, Option<(String, u64)>);
@@ -301,7 +313,7 @@ async fn connected(
     };
     // Subscribe before acknowledging (and before reading the log), so that
     // no event falls in between.
-    let mut events = ctx.bus.subscribe(&org.id);
+    let events = ctx.bus.subscribe(&org.id);
     let (group, max) = match group {
         Some(g) => (g, crate::console::TABS_PER_SESSION),
         None => (
@@ -352,9 +364,16 @@ async fn connected(
     let mut last_frame = Instant::now();
     let idle = tokio::time::sleep(hb);
     tokio::pin!(idle);
+    // Made once: a fresh `kicked()` per frame would join and leave the
+    // cell's waiter list (a lock each way) on every command.
+    let kicked = kicks.kicked();
+    tokio::pin!(kicked);
+    // Likewise the receiver lives in one reusable future (set again after
+    // each event), not a fresh `recv()` per frame.
+    let mut next_event = ReusableBoxFuture::new(next_event_of(events));
     loop {
         tokio::select! {
-            kick = kicks.kicked() => {
+            kick = &mut kicked => {
                 return match kick {
                     Kick::Replaced => {
                         let e = ApiError::new(ErrorCode::ConnectionReused, "websocket connection reused (previous connection closed)");
@@ -381,7 +400,7 @@ async fn connected(
                         s.error("", &e).await
                     }
                     Incoming::Text(text) => {
-                        let reply = match Envelope::parse(text.as_bytes()) {
+                        let reply = match Envelope::parse_str(text.as_str()) {
                             Ok(env) if env.cmd == "connect" => Reply::ok("connected"),
                             Ok(env) => Box::pin(cmd::execute(&ctx, &caller, &env)).await,
                             Err(e) => Reply::error("", &e),
@@ -393,22 +412,25 @@ async fn connected(
                     return end;
                 }
             }
-            ev = events.recv() => match ev {
-                // Opt-in extension events go only to sockets that asked;
-                // events already replayed are not sent twice.
-                Ok(ev) if ev.seq <= replayed || !crate::events::wanted(&ev.json, &opt_in) => {}
-                Ok(ev) => {
-                    let text = Utf8Bytes::try_from(ev.json).expect("events are UTF-8 JSON");
-                    if let Err(end) = s.send(Message::Text(text)).await {
-                        return end;
+            (ev, events) = &mut next_event => {
+                next_event.set(next_event_of(events));
+                match ev {
+                    // Opt-in extension events go only to sockets that asked;
+                    // events already replayed are not sent twice.
+                    Ok(ev) if ev.seq <= replayed || !crate::events::wanted(&ev.json, &opt_in) => {}
+                    Ok(ev) => {
+                        let text = Utf8Bytes::try_from(ev.json).expect("events are UTF-8 JSON");
+                        if let Err(end) = s.send(Message::Text(text)).await {
+                            return end;
+                        }
                     }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "socket too slow for its events");
+                        return s.close(CLOSE_SLOW, "too slow: event queue overflow").await;
+                    }
+                    Err(RecvError::Closed) => return s.close(CLOSE_GOING_AWAY, "event bus closed").await,
                 }
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "socket too slow for its events");
-                    return s.close(CLOSE_SLOW, "too slow: event queue overflow").await;
-                }
-                Err(RecvError::Closed) => return s.close(CLOSE_GOING_AWAY, "event bus closed").await,
-            },
+            }
             _ = &mut idle => {
                 let deadline = last_frame + hb;
                 if deadline <= Instant::now() {
