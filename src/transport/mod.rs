@@ -220,7 +220,6 @@ async fn serve_conn<I>(
             Either::Left(Either::Right(std::future::ready(Ok(at_capacity()))))
         } else if req.method() == Method::POST && req.uri().path() == "/api" {
             let app = app.clone();
-            let req = req.map(axum::body::Body::new);
             // Boxed: hyper moves the service's future into place, and the
             // whole command's state machine is kilobytes (memcpy).
             Either::Left(Either::Left(Box::pin(async move {

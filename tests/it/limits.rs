@@ -58,6 +58,19 @@ async fn oversized_post_body_gets_413() {
     assert_eq!(s, 413);
     let (s, _) = gw.cmd("GetUsers", json!({})).await;
     assert_eq!(s, 200);
+    // A body within the limit that arrives in several chunks is read whole.
+    let small = json!({"token": gw.token, "cmd": "GetUsers", "pad": "p".repeat(500)}).to_string();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = small
+        .as_bytes()
+        .chunks(100)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let (s, r) = gw
+        .post_raw(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .await;
+    assert_eq!((s, &r["cmd"]), (200, &json!("GetUsers")), "{r}");
 }
 
 #[tokio::test]
