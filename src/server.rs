@@ -68,12 +68,21 @@ impl Gateway {
         self.shutdown.cancel();
     }
 
-    /// Waits until the server has stopped and the store is flushed.
+    /// Waits until the server has stopped, the store is flushed and closed
+    /// (a new start on the same data dir finds it unlocked; a checkpoint
+    /// still running on a blocking thread is waited for, up to 10 s).
     pub async fn wait(self) -> Result<(), ServerError> {
-        match self.task.await {
+        let Gateway { ctx, task, .. } = self;
+        let closing = ctx.store.closing();
+        drop(ctx);
+        let result = match task.await {
             Ok(r) => r,
             Err(e) => Err(ServerError::Io(std::io::Error::other(e))),
+        };
+        if !closing.wait(std::time::Duration::from_secs(10)).await {
+            tracing::warn!("the store was still in use 10 s after the server stopped");
         }
+        result
     }
 }
 

@@ -132,6 +132,26 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// Watches a store being let go: see [`Store::closing`].
+pub struct Closing(std::sync::Weak<Inner>);
+
+impl Closing {
+    /// Waits (checking every 5 ms, at most `limit`) until no handle of the
+    /// store is left, so its files are closed and its lock released: a
+    /// checkpoint or a sync may still hold one on a blocking thread after
+    /// the server stopped. Whether it was let go in time.
+    pub async fn wait(self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.0.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
+}
+
 /// The maps read on every command (caches, durable positions, key use):
 /// foldhash with a random seed per map rather than SipHash, which was
 /// ~0.5k instructions of a POST `GetUser` (callgrind). Their keys come from
@@ -204,6 +224,12 @@ struct Pending {
 }
 
 impl Store {
+    /// A watch on this store being let go by every handle (drop this one
+    /// first): what a restart on the same data dir waits for.
+    pub fn closing(&self) -> Closing {
+        Closing(Arc::downgrade(&self.inner))
+    }
+
     /// Opens (or creates) the store under `dir`, upgrades data written by an
     /// earlier layout ([`migrate`]), and starts its flusher task.
     /// `on_durable` receives each event after the sync that made it durable.
