@@ -156,7 +156,7 @@ pub enum Command {
     /// `GetBots` (extension).
     GetBots(GetBots),
     /// `UpsertUser` (extension).
-    UpsertUser(UpsertUser),
+    UpsertUser(Box<UpsertUser>),
     /// `DeleteUser` (extension).
     DeleteUser(DeleteUser),
     /// `GetUserData` (extension).
@@ -184,13 +184,13 @@ pub enum Command {
     /// `UpdateBot` (extension).
     UpdateBot(UpdateBot),
     /// `SendWhatsAppTemplate` (reference, "Commands - Sending Messages").
-    SendWhatsAppTemplate(SendWhatsAppTemplate),
+    SendWhatsAppTemplate(Box<SendWhatsAppTemplate>),
     /// `GetWhatsAppTemplate` (reference).
     GetWhatsAppTemplate(GetWhatsAppTemplate),
     /// `SendTextMessage` (reference).
-    SendTextMessage(SendTextMessage),
+    SendTextMessage(Box<SendTextMessage>),
     /// `SendSMSMessage` (reference, "Commands - Sending Messages").
-    SendSMSMessage(SendSMSMessage),
+    SendSMSMessage(Box<SendSMSMessage>),
     /// `GetMessageDetails` (reference).
     GetMessageDetails(GetMessageDetails),
     /// `GetConversation` (reference, "Commands - Conversations").
@@ -202,7 +202,7 @@ pub enum Command {
     /// `RevokeApiKey` (extension: API keys).
     RevokeApiKey(RevokeApiKey),
     /// `SimulateInbound` (extension: sandbox).
-    SimulateInbound(SimulateInbound),
+    SimulateInbound(Box<SimulateInbound>),
     /// `SetRoute` (extension: routes).
     SetRoute(SetRoute),
     /// `GetRoutes` (extension: routes).
@@ -210,7 +210,7 @@ pub enum Command {
     /// `DeleteRoute` (extension: routes).
     DeleteRoute(DeleteRoute),
     /// `SendMessage` (reference: start a route for a phone number).
-    SendMessage(SendMessage),
+    SendMessage(Box<SendMessage>),
     /// `GetApiKeys` (extension: API keys).
     GetApiKeys(GetApiKeys),
     /// `CreateApiKey` (extension: API keys).
@@ -253,7 +253,7 @@ impl Command {
             "CreateUserTag" => Command::CreateUserTag(CreateUserTag::parse(&f)?),
             "CreateBot" => Command::CreateBot(CreateBot::parse(&f)?),
             "GetBots" => Command::GetBots(GetBots),
-            "UpsertUser" => Command::UpsertUser(UpsertUser::parse(&f)?),
+            "UpsertUser" => Command::UpsertUser(Box::new(UpsertUser::parse(&f)?)),
             "DeleteUser" => Command::DeleteUser(DeleteUser::parse(&f)?),
             "GetUserData" => Command::GetUserData(GetUserData::parse(&f)?),
             "ResetToken" => Command::ResetToken(ResetToken),
@@ -268,21 +268,21 @@ impl Command {
             "RedeliverEvents" => Command::RedeliverEvents(RedeliverEvents::parse(&f)?),
             "UpdateBot" => Command::UpdateBot(UpdateBot::parse(&f)?),
             "SendWhatsAppTemplate" => {
-                Command::SendWhatsAppTemplate(SendWhatsAppTemplate::parse(&f)?)
+                Command::SendWhatsAppTemplate(Box::new(SendWhatsAppTemplate::parse(&f)?))
             }
             "GetWhatsAppTemplate" => Command::GetWhatsAppTemplate(GetWhatsAppTemplate::parse(&f)?),
-            "SendTextMessage" => Command::SendTextMessage(SendTextMessage::parse(&f)?),
-            "SendSMSMessage" => Command::SendSMSMessage(SendSMSMessage::parse(&f)?),
+            "SendTextMessage" => Command::SendTextMessage(Box::new(SendTextMessage::parse(&f)?)),
+            "SendSMSMessage" => Command::SendSMSMessage(Box::new(SendSMSMessage::parse(&f)?)),
             "GetMessageDetails" => Command::GetMessageDetails(GetMessageDetails::parse(&f)?),
             "GetConversation" => Command::GetConversation(GetConversation::parse(&f)?),
             "CreateAgent" => Command::CreateAgent(CreateAgent::parse(&f)?),
             "GetAgents" => Command::GetAgents(GetAgents),
             "RevokeApiKey" => Command::RevokeApiKey(RevokeApiKey::parse(&f)?),
-            "SimulateInbound" => Command::SimulateInbound(SimulateInbound::parse(&f)?),
+            "SimulateInbound" => Command::SimulateInbound(Box::new(SimulateInbound::parse(&f)?)),
             "SetRoute" => Command::SetRoute(SetRoute::parse(&f)?),
             "GetRoutes" => Command::GetRoutes(GetRoutes),
             "DeleteRoute" => Command::DeleteRoute(DeleteRoute::parse(&f)?),
-            "SendMessage" => Command::SendMessage(SendMessage::parse(&f)?),
+            "SendMessage" => Command::SendMessage(Box::new(SendMessage::parse(&f)?)),
             "GetApiKeys" => Command::GetApiKeys(GetApiKeys),
             "CreateApiKey" => Command::CreateApiKey(CreateApiKey::parse(&f)?),
             "GetEvents" => Command::GetEvents(GetEvents::parse(&f)?),
