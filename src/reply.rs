@@ -160,8 +160,25 @@ impl Reply {
         let data = self.data.as_ref().map_or(0, Bytes::len);
         let mut out = Vec::with_capacity(64 + self.cmd.len() + data + self.extra.len() * 32);
         out.extend_from_slice(b"{\"cmd\":");
-        serde_json::to_writer(&mut out, &self.cmd).expect("strings serialise");
-        put(&mut out, "ok", &self.ok);
+        // Command names are plain ASCII: written as they are; anything else
+        // (an unknown name echoed back) is escaped by serde_json.
+        if self
+            .cmd
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            out.push(b'"');
+            out.extend_from_slice(self.cmd.as_bytes());
+            out.push(b'"');
+        } else {
+            serde_json::to_writer(&mut out, &self.cmd).expect("strings serialise");
+        }
+        out.extend_from_slice(b",\"ok\":");
+        if self.ok < 10 {
+            out.push(b'0' + self.ok);
+        } else {
+            serde_json::to_writer(&mut out, &self.ok).expect("numbers serialise");
+        }
         if let Some(data) = &self.data {
             out.extend_from_slice(b",\"data\":");
             out.extend_from_slice(data);

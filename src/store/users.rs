@@ -19,10 +19,14 @@ impl Store {
 
     /// The stored record of user `uid` of `org`, through the cache.
     fn user_value(&self, org: &str, uid: &str) -> Result<Option<sled::IVec>, StoreError> {
-        let k = key(&["usr", org, uid]);
+        // Built on the stack: a hit allocates nothing.
+        let mut k = smallvec::SmallVec::<[u8; 96]>::new();
+        for part in [b"usr/".as_slice(), org.as_bytes(), b"/", uid.as_bytes()] {
+            k.extend_from_slice(part);
+        }
         let generation = {
             let cache = self.inner.users.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(v) = cache.map.get(&k) {
+            if let Some(v) = cache.map.get(k.as_slice()) {
                 return Ok(Some(v.clone()));
             }
             cache.generation
@@ -36,7 +40,7 @@ impl Store {
                 if cache.map.len() >= super::UserCache::MAX {
                     cache.map.clear();
                 }
-                cache.map.insert(k, v.clone());
+                cache.map.insert(k.to_vec(), v.clone());
             }
         }
         Ok(v)
