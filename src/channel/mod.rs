@@ -444,6 +444,13 @@ pub trait Channel: Send + Sync + 'static {
         None
     }
 
+    /// Whether the channel keeps per-user state ([`Channel::note_send`],
+    /// [`Channel::note_inbound`]); when not, the state is neither read nor
+    /// written around each message.
+    fn keeps_state(&self) -> bool {
+        false
+    }
+
     /// Per-user channel state (WhatsApp: the customer-service window and
     /// the last template sent), kept by the store as JSON: notes an
     /// outbound message `mid` with `content`.

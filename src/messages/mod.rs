@@ -258,11 +258,13 @@ pub async fn send(
             let mut msg = msg.clone();
             crate::conversations::Staged::default().attach(tx, &org.id, &mut msg, now)?;
             tx.put_message(&msg, now);
-            let before = tx.store().channel_state(&org.id, &out.uid)?;
-            let mut state = before.clone();
-            channel.note_send(&mut state, &mid, &out.content);
-            if state != before {
-                tx.put_channel_state(&out.uid, &state);
+            if channel.keeps_state() {
+                let before = tx.store().channel_state(&org.id, &out.uid)?;
+                let mut state = before.clone();
+                channel.note_send(&mut state, &mid, &out.content);
+                if state != before {
+                    tx.put_channel_state(&out.uid, &state);
+                }
             }
             if let Some(i) = idem {
                 tx.put_idempotent(
@@ -503,9 +505,15 @@ pub async fn apply_inbound(
                         tx.put_message(&msg, at_ms);
                         a.messages += 1;
                         a.replies.push((uid.clone(), m.text.clone()));
-                        let mut state = tx.store().channel_state(org, &uid)?;
-                        let last = channel.note_inbound(&mut state, at_ms);
-                        tx.put_channel_state(&uid, &state);
+                        let mut last = None;
+                        if channel.keeps_state() {
+                            let before = tx.store().channel_state(org, &uid)?;
+                            let mut state = before.clone();
+                            last = channel.note_inbound(&mut state, at_ms);
+                            if state != before {
+                                tx.put_channel_state(&uid, &state);
+                            }
+                        }
                         // A reply: to the message it quotes, else to the
                         // one the channel's state names.
                         let replied = match &m.reply_to {

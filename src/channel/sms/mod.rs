@@ -53,6 +53,36 @@ pub struct Sms {
     client: reqwest::Client,
     retry: Vec<f64>,
     public_base_url: Option<String>,
+    senders: Senders,
+}
+
+/// The numbers of recent senders, as `From` gave them: a sender who writes
+/// again is not parsed again (libphonenumber's validation runs its
+/// metadata's regular expressions: a tenth of an inbound SMS's CPU).
+/// Bounded: emptied when it reaches [`Senders::MAX`] entries.
+#[derive(Default)]
+struct Senders(
+    std::sync::Mutex<std::collections::HashMap<String, E164, foldhash::fast::RandomState>>,
+);
+
+impl Senders {
+    const MAX: usize = 65_536;
+
+    /// `from` in E.164, or `None` when it is not a valid phone number
+    /// (kept only when valid).
+    fn parse(&self, from: &str) -> Option<E164> {
+        let lock = || self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(phone) = lock().get(from) {
+            return Some(phone.clone());
+        }
+        let phone = E164::parse(from).ok()?;
+        let mut map = lock();
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(from.to_string(), phone.clone());
+        Some(phone)
+    }
 }
 
 impl Sms {
@@ -67,6 +97,7 @@ impl Sms {
                 .public_base_url
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_string()),
+            senders: Senders::default(),
         }
     }
 
@@ -249,7 +280,9 @@ impl Channel for Sms {
     }
 
     fn parse(&self, body: &[u8]) -> Result<Vec<Inbound>, HttpReply> {
-        Ok(webhook::events(&webhook::params(body)))
+        Ok(webhook::events(&webhook::params(body), |from| {
+            self.senders.parse(from)
+        }))
     }
 
     /// An empty TwiML response: nothing to answer the sender with.
@@ -259,5 +292,25 @@ impl Channel for Sms {
             content_type: "text/xml",
             body: "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders_are_parsed_once_and_only_numbers_are_kept() {
+        let senders = Senders::default();
+        let first = senders.parse("+1 415-555-2671").expect("a US number");
+        assert_eq!(first.as_str(), "+14155552671");
+        assert_eq!(senders.parse("+1 415-555-2671"), Some(first));
+        assert_eq!(senders.parse("not a number"), None);
+        assert_eq!(senders.parse("+999"), None);
+        assert_eq!(
+            senders.0.lock().unwrap().len(),
+            1,
+            "only valid numbers are kept"
+        );
     }
 }

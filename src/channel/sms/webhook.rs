@@ -90,8 +90,9 @@ fn describe(code: i64) -> &'static str {
 /// The neutral events of a form post: a status callback (it carries
 /// `MessageStatus` and no `Body`), or an incoming message followed by an
 /// opt-out or opt-in when its body is one of the keywords or Twilio says
-/// so in `OptOutType`.
-pub fn events(params: &[(String, String)]) -> Vec<Inbound> {
+/// so in `OptOutType`. `phone` reads `From` (`None`: not a phone number,
+/// the post is ignored).
+pub fn events(params: &[(String, String)], phone: impl Fn(&str) -> Option<E164>) -> Vec<Inbound> {
     let p: HashMap<&str, &str> = params
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -129,7 +130,7 @@ pub fn events(params: &[(String, String)]) -> Vec<Inbound> {
         })];
     }
     let raw_from = p.get("From").copied().unwrap_or_default();
-    let Ok(phone) = E164::parse(raw_from) else {
+    let Some(phone) = phone(raw_from) else {
         tracing::debug!(
             from = raw_from,
             "SMS from a sender that is not a phone number; ignored"
@@ -183,6 +184,10 @@ mod tests {
         v.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn events(params: &[(String, String)]) -> Vec<Inbound> {
+        super::events(params, |from| E164::parse(from).ok())
     }
 
     /// Twilio's published example ("Webhooks security": the URL with a query

@@ -289,6 +289,10 @@ impl Channel for WhatsApp {
         }))
     }
 
+    fn keeps_state(&self) -> bool {
+        true
+    }
+
     fn note_send(&self, state: &mut Value, mid: &str, content: &Content) {
         if let Content::Template { .. } = content {
             let mut st = UserState::read(state);
