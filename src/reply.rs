@@ -6,14 +6,16 @@ use crate::error::ApiError;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// One reply, serialised as the reference's response object by
 /// [`Reply::to_json`].
 #[derive(Debug, Clone)]
 pub struct Reply {
-    /// Name of the command answered (case sensitive).
-    pub cmd: String,
+    /// Name of the command answered (case sensitive): the command's own
+    /// static name, or the caller's text echoed back in an error.
+    pub cmd: Cow<'static, str>,
     /// 1 on success, 0 on error.
     pub ok: u8,
     /// Response data, when the command returns any: its JSON text,
@@ -69,9 +71,13 @@ pub fn truncate(s: &str, max: usize) -> String {
 
 impl Reply {
     /// `{"cmd":cmd,"ok":1}`.
-    pub fn ok(cmd: &str) -> Reply {
+    pub fn ok(cmd: &'static str) -> Reply {
+        Reply::named(Cow::Borrowed(cmd))
+    }
+
+    fn named(cmd: Cow<'static, str>) -> Reply {
         Reply {
-            cmd: cmd.to_string(),
+            cmd,
             ok: 1,
             data: None,
             uid: None,
@@ -100,7 +106,7 @@ impl Reply {
                 .collect(),
             retry_after: e.retry_after,
             status: e.status,
-            ..Reply::ok(&truncate(cmd, MAX_ECHO_CHARS))
+            ..Reply::named(Cow::Owned(truncate(cmd, MAX_ECHO_CHARS)))
         }
     }
 
@@ -207,7 +213,7 @@ impl Reply {
             ok: u8::from(code.is_none()),
             error_code: code,
             replayed: Some(Bytes::from(json.to_string())),
-            ..Reply::ok(cmd)
+            ..Reply::named(Cow::Owned(cmd.to_string()))
         }
     }
 }

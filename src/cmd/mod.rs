@@ -368,6 +368,31 @@ impl Command {
         }
     }
 
+    /// Whether the command only reads: it writes nothing and so causes no
+    /// event, and runs without an actor scope (which costs an actor value
+    /// and a task-local frame per command).
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Command::Heartbeat(_)
+                | Command::GetUser(_)
+                | Command::GetUsers(_)
+                | Command::GetUserTags(_)
+                | Command::GetBots(_)
+                | Command::GetUserData(_)
+                | Command::GetWebhook(_)
+                | Command::GetDeliveries(_)
+                | Command::GetMessageDetails(_)
+                | Command::GetConversation(_)
+                | Command::GetAgents(_)
+                | Command::GetRoutes(_)
+                | Command::GetApiKeys(_)
+                | Command::GetEvents(_)
+                | Command::GetOpenConversations(_)
+                | Command::GetConversationsFlat(_)
+        )
+    }
+
     /// Whether the command sends a message to a user: it then also spends
     /// the token's send budget (`send_rate_limit`, reference: 10 per
     /// second per token).
@@ -585,6 +610,7 @@ pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
         }
     }
     let result = match parsed {
+        Ok(cmd) if cmd.reads_only() => cmd.apply(ctx, caller).await,
         // Events this command causes name its caller as their actor.
         Ok(cmd) => {
             crate::model::ACTOR

@@ -195,7 +195,7 @@ struct Inner {
 #[derive(Default)]
 struct UserCache {
     generation: u64,
-    map: FastMap<Vec<u8>, sled::IVec>,
+    map: FastMap<Vec<u8>, bytes::Bytes>,
 }
 
 impl UserCache {

@@ -17,8 +17,9 @@ impl Store {
             .count())
     }
 
-    /// The stored record of user `uid` of `org`, through the cache.
-    fn user_value(&self, org: &str, uid: &str) -> Result<Option<sled::IVec>, StoreError> {
+    /// The stored record of user `uid` of `org`, through the cache (held
+    /// as `Bytes`, so that a reply can take a slice of it without a copy).
+    fn user_value(&self, org: &str, uid: &str) -> Result<Option<Bytes>, StoreError> {
         // Built on the stack: a hit allocates nothing.
         let mut k = smallvec::SmallVec::<[u8; 96]>::new();
         for part in [b"usr/".as_slice(), org.as_bytes(), b"/", uid.as_bytes()] {
@@ -31,7 +32,7 @@ impl Store {
             }
             cache.generation
         };
-        let v = self.inner.db.get(&k)?;
+        let v = self.inner.db.get(&k)?.map(|v| Bytes::copy_from_slice(&v));
         // Another node may write the user: with a shared backend nothing
         // is cached.
         if let Some(v) = v.as_ref().filter(|_| !self.inner.db.shared()) {
@@ -54,7 +55,7 @@ impl Store {
         for (k, v) in changes {
             match v {
                 Some(v) if cache.map.contains_key(&k) => {
-                    cache.map.insert(k, v);
+                    cache.map.insert(k, Bytes::copy_from_slice(&v));
                 }
                 Some(_) => {}
                 None => {
@@ -87,7 +88,7 @@ impl Store {
             return Ok(None);
         };
         if let Some((user, _)) = split_user(&v) {
-            return Ok(Some(Bytes::copy_from_slice(user)));
+            return Ok(Some(v.slice_ref(user)));
         }
         let rec = decode_user(&v)?;
         Ok(Some(Bytes::from(encode(&rec.user))))
