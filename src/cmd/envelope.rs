@@ -140,24 +140,25 @@ static SPECIAL: [bool; 256] = {
 /// `serde_json`'s `skip_to_escape` does (the byte-at-a-time loop was half
 /// of the envelope's cost).
 fn plain_run(b: &[u8]) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
     let special = |c: u8| SPECIAL[usize::from(c)];
     let mut i = 0;
     while let Some(chunk) = b.get(i..i + 8) {
-        let v = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        // Little-endian: the first byte in memory is the lowest.
+        let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
         let quote = v ^ (ONES * u64::from(b'"'));
         let backslash = v ^ (ONES * u64::from(b'\\'));
-        // A high bit set where a byte may be 0 after the XOR (a quote or a
-        // backslash) or below 0x20: never missed, sometimes flagged when
-        // not (then the bytes are looked at one by one).
-        let flagged = (quote.wrapping_sub(ONES) & !quote)
+        // A high bit set where a byte is 0 after the XOR (a quote or a
+        // backslash) or below 0x20. A borrow can flag a byte wrongly only
+        // above a byte rightly flagged, so the lowest flag is exact: the
+        // first special byte, found without looking at the bytes one by one.
+        let flagged = ((quote.wrapping_sub(ONES) & !quote)
             | (backslash.wrapping_sub(ONES) & !backslash)
-            | (v.wrapping_sub(ONES * 0x20) & !v);
-        if flagged & HIGH != 0 {
-            if let Some(at) = chunk.iter().position(|&c| special(c)) {
-                return i + at;
-            }
+            | (v.wrapping_sub(ONES * 0x20) & !v))
+            & HIGH;
+        if flagged != 0 {
+            return i + (flagged.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
@@ -625,6 +626,21 @@ mod tests {
                         b[at] = special;
                     }
                     assert_eq!(plain_run(&b), naive(&b), "{b:?}");
+                }
+            }
+        }
+        // Two special bytes in one eight-byte word (a borrow from the first
+        // may flag bytes above it: the first must still be found), over
+        // backgrounds of ASCII and of UTF-8's high bytes.
+        for background in [b'a', 0x80, 0xbf, 0xe2, 0xff, 0x20, 0x21] {
+            for first in 0..16 {
+                for second in first + 1..17 {
+                    for (x, y) in [(b'"', b'\\'), (0x00, b'"'), (0x1f, 0x00), (b'\\', 0x01)] {
+                        let mut b = vec![background; 17];
+                        b[first] = x;
+                        b[second] = y;
+                        assert_eq!(plain_run(&b), naive(&b), "{b:?}");
+                    }
                 }
             }
         }

@@ -28,6 +28,43 @@ impl Store {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
+    /// The organization and record of bot `bot_id` (an inbound provider
+    /// URL carries only the botID), through the cache.
+    pub fn bot_by_id(&self, bot_id: u64) -> Result<Option<(String, Bot)>, StoreError> {
+        let generation = {
+            let cache = self.inner.bots.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(hit) = cache.map.get(&bot_id) {
+                return Ok(Some(hit.clone()));
+            }
+            cache.generation
+        };
+        let Some(org) = self.bot_org(bot_id)? else {
+            return Ok(None);
+        };
+        let Some(bot) = self.bot(&org, bot_id)? else {
+            return Ok(None);
+        };
+        // Another node may write the bot: with a shared backend nothing is
+        // cached.
+        if !self.inner.db.shared() {
+            let mut cache = self.inner.bots.write().unwrap_or_else(|p| p.into_inner());
+            if cache.generation == generation {
+                if cache.map.len() >= super::BotCache::MAX {
+                    cache.map.clear();
+                }
+                cache.map.insert(bot_id, (org.clone(), bot.clone()));
+            }
+        }
+        Ok(Some((org, bot)))
+    }
+
+    /// Empties the bot cache after a write that staged a bot.
+    pub(super) fn bots_changed(&self) {
+        let mut cache = self.inner.bots.write().unwrap_or_else(|p| p.into_inner());
+        cache.generation += 1;
+        cache.map.clear();
+    }
+
     /// Every bot of every organization, as `(org, bot)`.
     pub fn all_bots(&self) -> Result<Vec<(String, Bot)>, StoreError> {
         let mut out = Vec::new();
@@ -51,5 +88,6 @@ impl WriteTx<'_> {
         let org = crate::model::live_id(self.org);
         self.batch.insert(bot_key(org, bot.id), encode(bot));
         self.batch.insert(bix_key(bot.id), org.as_bytes());
+        self.bots_changed = true;
     }
 }

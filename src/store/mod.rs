@@ -185,6 +185,24 @@ struct Inner {
     /// User records as stored (`usr/` values), as read: `GetUser` and
     /// every command that loads a user skip sled's tree walk.
     users: RwLock<UserCache>,
+    /// Bots by `botID` with their organization, as read: every provider
+    /// webhook finds its bot (two reads and a decode otherwise). Emptied by
+    /// every write that stages a bot.
+    bots: RwLock<BotCache>,
+}
+
+/// Read-through cache of `bix/` + `bot/`, by `botID`. A read fills it only
+/// if no bot was written since the read began (`generation`). Bots are few
+/// (one per channel number): unbounded in practice, emptied at
+/// [`BotCache::MAX`] entries all the same.
+#[derive(Default)]
+struct BotCache {
+    generation: u64,
+    map: FastMap<u64, (String, crate::model::Bot)>,
+}
+
+impl BotCache {
+    const MAX: usize = 65_536;
 }
 
 /// Read-through cache of `usr/` records, by key. Writes update it under the
@@ -287,6 +305,7 @@ impl Store {
             flushed_writes: AtomicU64::new(0),
             orgs_by_token: RwLock::default(),
             users: RwLock::default(),
+            bots: RwLock::default(),
             durable: RwLock::default(),
             key_use: Mutex::default(),
             pending_callbacks: Mutex::default(),
@@ -386,6 +405,7 @@ impl Store {
                 events: Vec::new(),
                 last_seq: None,
                 orgs_changed: false,
+                bots_changed: false,
                 staged_users: HashMap::new(),
                 track_users: false,
                 closed_seq: None,
@@ -398,6 +418,7 @@ impl Store {
                 events,
                 last_seq,
                 orgs_changed,
+                bots_changed,
                 callbacks_queued,
                 user_changes,
                 ..
@@ -437,6 +458,9 @@ impl Store {
                     .unwrap_or_else(|p| p.into_inner())
                     .entry(org.to_string())
                     .or_default() += callbacks_queued;
+            }
+            if bots_changed {
+                self.bots_changed();
             }
             if orgs_changed {
                 let mut cache = self.org_cache_write();
@@ -585,6 +609,8 @@ pub struct WriteTx<'a> {
     last_seq: Option<u64>,
     /// An organization record or a token changed (the token cache is stale).
     orgs_changed: bool,
+    /// A bot was staged (the bot cache is stale).
+    bots_changed: bool,
     /// Users staged by this write, so that it reads its own writes
     /// ([`WriteTx::staged_user`]).
     staged_users: HashMap<String, crate::model::UserRecord>,

@@ -11,12 +11,19 @@ use crate::cmd::{self, Envelope};
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::Reply;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::BodyExt;
 use std::future::Future;
+
+// Header names made once, not parsed from text on every request.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const IDEMPOTENCY_REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// Turns a reply into the HTTP response: JSON body, status by class,
 /// `Retry-After` (whole seconds, at least 1) when rate limited.
@@ -39,12 +46,12 @@ fn respond_with(reply: &Reply, status: u16) -> Response {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     if let Some(r) = reply.rate {
-        h.insert("x-ratelimit-limit", HeaderValue::from(r.limit));
-        h.insert("x-ratelimit-remaining", HeaderValue::from(r.remaining));
-        h.insert("x-ratelimit-reset", HeaderValue::from(r.reset));
+        h.insert(X_RATELIMIT_LIMIT, HeaderValue::from(r.limit));
+        h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(r.remaining));
+        h.insert(X_RATELIMIT_RESET, HeaderValue::from(r.reset));
     }
     if reply.replayed.is_some() {
-        h.insert("idempotency-replayed", HeaderValue::from_static("true"));
+        h.insert(IDEMPOTENCY_REPLAYED, HeaderValue::from_static("true"));
     }
     res
 }
@@ -193,7 +200,7 @@ where
     };
     // Extension: the `Idempotency-Key` header stands for the
     // `idempotencyKey` field (the field wins when both are given).
-    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+    if let Some(key) = headers.get(IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()) {
         env.default_str("idempotencyKey", key.trim());
     }
     let caller = match ctx.authenticate(env.token.as_deref()) {

@@ -29,8 +29,7 @@ use std::sync::Arc;
 /// `kind` is the bot's.
 fn find(app: &AppState, kind: &str, bot_id: u64) -> Option<(String, Bot, Arc<dyn Channel>)> {
     let ctx = &app.ctx;
-    let org = ctx.store.bot_org(bot_id).ok().flatten()?;
-    let bot = ctx.store.bot(&org, bot_id).ok().flatten()?;
+    let (org, bot) = ctx.store.bot_by_id(bot_id).ok().flatten()?;
     if bot.kind.as_str() != kind {
         return None;
     }

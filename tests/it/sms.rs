@@ -39,9 +39,14 @@ const DOWN: &str = "+14155550104";
 /// Twilio's signature: base64 HMAC-SHA1 over the URL, then each POST
 /// parameter's name and value, sorted by name.
 fn twilio_signature(url: &str, params: &[(&str, &str)]) -> String {
+    twilio_signature_with(AUTH_TOKEN, url, params)
+}
+
+/// [`twilio_signature`] keyed with `auth_token`.
+fn twilio_signature_with(auth_token: &str, url: &str, params: &[(&str, &str)]) -> String {
     let mut sorted = params.to_vec();
     sorted.sort();
-    let mut mac = Hmac::<Sha1>::new_from_slice(AUTH_TOKEN.as_bytes()).unwrap();
+    let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).unwrap();
     mac.update(url.as_bytes());
     for (k, v) in sorted {
         mac.update(k.as_bytes());
@@ -415,6 +420,40 @@ async fn signatures_are_checked_over_the_public_url_not_the_host() {
         &pairs,
     );
     assert_eq!(post_form(&gw2, &params, Some(sig), None).await.0, 403);
+}
+
+#[tokio::test]
+async fn a_rotated_auth_token_signs_the_very_next_webhook() {
+    let fake = FakeTwilio::start().await;
+    let gw = sms_gateway(&fake, |_| {}).await;
+    // The first webhook finds the bot (and caches it).
+    assert_eq!(
+        twilio_post(&gw, &incoming(&sid(1), CUSTOMER, "hi")).await,
+        200
+    );
+    let (_, r) = gw
+        .cmd(
+            "UpdateBot",
+            json!({"botID": BOT, "auth_token": "rotated-token"}),
+        )
+        .await;
+    assert_eq!(r["ok"], 1, "{r}");
+    // Signed with the old token: refused at once, no stale bot.
+    assert_eq!(
+        twilio_post(&gw, &incoming(&sid(2), CUSTOMER, "again")).await,
+        403
+    );
+    let params = incoming(&sid(3), CUSTOMER, "again");
+    let pairs: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let sig = twilio_signature_with(
+        "rotated-token",
+        &format!("{PUBLIC}/channels/sms/{BOT}"),
+        &pairs,
+    );
+    assert_eq!(post_form(&gw, &params, Some(sig), None).await.0, 200);
 }
 
 #[tokio::test]
