@@ -47,22 +47,22 @@ impl Store {
         // Another node may write the bot: with a shared backend nothing is
         // cached.
         if !self.inner.db.shared() {
-            let mut cache = self.inner.bots.write().unwrap_or_else(|p| p.into_inner());
-            if cache.generation == generation {
-                if cache.map.len() >= super::BotCache::MAX {
-                    cache.map.clear();
-                }
-                cache.map.insert(bot_id, (org.clone(), bot.clone()));
-            }
+            self.inner
+                .bots
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .fill(generation, bot_id, (org.clone(), bot.clone()));
         }
         Ok(Some((org, bot)))
     }
 
     /// Empties the bot cache after a write that staged a bot.
     pub(super) fn bots_changed(&self) {
-        let mut cache = self.inner.bots.write().unwrap_or_else(|p| p.into_inner());
-        cache.generation += 1;
-        cache.map.clear();
+        self.inner
+            .bots
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget();
     }
 
     /// Every bot of every organization, as `(org, bot)`.

@@ -191,34 +191,53 @@ struct Inner {
     bots: RwLock<BotCache>,
 }
 
-/// Read-through cache of `bix/` + `bot/`, by `botID`. A read fills it only
-/// if no bot was written since the read began (`generation`). Bots are few
-/// (one per channel number): unbounded in practice, emptied at
-/// [`BotCache::MAX`] entries all the same.
-#[derive(Default)]
-struct BotCache {
+/// A read-through cache, for records read on every request: a read fills
+/// it ([`ReadThrough::fill`]) only if no write invalidated it since the
+/// read began (`generation`), so it never holds a record older than the
+/// tree. At most [`ReadThrough::MAX`] entries: a full cache is emptied and
+/// refills from reads.
+struct ReadThrough<K, V> {
     generation: u64,
-    map: FastMap<u64, (String, crate::model::Bot)>,
+    map: FastMap<K, V>,
 }
 
-impl BotCache {
+impl<K, V> Default for ReadThrough<K, V> {
+    fn default() -> Self {
+        ReadThrough {
+            generation: 0,
+            map: FastMap::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> ReadThrough<K, V> {
     const MAX: usize = 65_536;
+
+    /// Keeps `value`, read while the cache was at `generation`, unless a
+    /// write has invalidated it since.
+    fn fill(&mut self, generation: u64, key: K, value: V) {
+        if self.generation == generation {
+            if self.map.len() >= Self::MAX {
+                self.map.clear();
+            }
+            self.map.insert(key, value);
+        }
+    }
+
+    /// Empties the cache; reads begun before do not fill it.
+    fn forget(&mut self) {
+        self.generation += 1;
+        self.map.clear();
+    }
 }
 
-/// Read-through cache of `usr/` records, by key. Writes update it under the
-/// write lock right after their batch is applied; a read fills it only if
-/// no user was written since the read began (`generation`), so it never
-/// holds a record older than the tree. At most [`UserCache::MAX`] entries:
-/// a full cache is emptied and refills from reads.
-#[derive(Default)]
-struct UserCache {
-    generation: u64,
-    map: FastMap<Vec<u8>, bytes::Bytes>,
-}
+/// `usr/` records by key. Writes update it under the write lock right after
+/// their batch is applied.
+type UserCache = ReadThrough<Vec<u8>, bytes::Bytes>;
 
-impl UserCache {
-    const MAX: usize = 65_536;
-}
+/// `bix/` + `bot/` by `botID`: the organization and the bot. Emptied by
+/// every write that stages a bot. Bots are few (one per channel number).
+type BotCache = ReadThrough<u64, (String, crate::model::Bot)>;
 
 /// Read-through cache of `tok/` + `org/`. A read fills it only if no write
 /// invalidated it since the read began (`generation`), so it never keeps a

@@ -36,13 +36,11 @@ impl Store {
         // Another node may write the user: with a shared backend nothing
         // is cached.
         if let Some(v) = v.as_ref().filter(|_| !self.inner.db.shared()) {
-            let mut cache = self.inner.users.write().unwrap_or_else(|p| p.into_inner());
-            if cache.generation == generation {
-                if cache.map.len() >= super::UserCache::MAX {
-                    cache.map.clear();
-                }
-                cache.map.insert(k.to_vec(), v.clone());
-            }
+            self.inner
+                .users
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .fill(generation, k.to_vec(), v.clone());
         }
         Ok(v)
     }
@@ -68,9 +66,11 @@ impl Store {
     /// Empties the user cache (after records were rewritten outside
     /// [`Store::write`]).
     pub(super) fn forget_users(&self) {
-        let mut cache = self.inner.users.write().unwrap_or_else(|p| p.into_inner());
-        cache.generation += 1;
-        cache.map.clear();
+        self.inner
+            .users
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget();
     }
 
     /// The user `uid` of `org`, with its tags.
