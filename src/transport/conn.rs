@@ -236,6 +236,11 @@ impl<I> Watched<I> {
     pub fn new(io: I, watch: Arc<Watch>) -> Watched<I> {
         Watched { io, watch }
     }
+
+    /// The stream, unwatched (a WebSocket session bounds its own time).
+    pub fn into_inner(self) -> I {
+        self.io
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {

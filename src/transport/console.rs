@@ -336,10 +336,11 @@ pub async fn link(
 /// of the gateway's protocol as the agent (`connect` without a token).
 pub async fn ws(
     State(app): State<AppState>,
-    ws: axum::extract::WebSocketUpgrade,
-    Extension(ConnInfo { peer, permit }): Extension<ConnInfo>,
+    ws: super::ws::Upgrade,
+    Extension(info): Extension<ConnInfo>,
     headers: HeaderMap,
 ) -> Response {
+    let peer = info.peer;
     if !same_origin(&app, &headers) {
         tracing::warn!(%peer, "console WebSocket from another origin refused");
         return cross_origin("connect");
@@ -350,5 +351,5 @@ pub async fn ws(
         Err(e) => return internal("connect", &e),
     };
     let group = console::group(&a.session, &a.sid_sha256);
-    super::ws::upgrade_as(app, ws, peer, permit, Some((a.caller, group)))
+    super::ws::upgrade_as(app, ws, info, Some((a.caller, group)))
 }

@@ -19,6 +19,7 @@ pub mod console;
 pub mod health;
 pub mod http;
 pub mod inbound;
+pub mod socket;
 pub mod ws;
 
 use crate::ctx::Ctx;
@@ -49,15 +50,18 @@ pub struct AppState {
 }
 
 /// What a WebSocket upgrade takes from its connection: the peer address
-/// (for the session's log span) and the connection's permit, which the
-/// session holds for as long as the socket lives. Only requests that ask
-/// for an upgrade carry it (a request extension costs an allocation).
+/// (for the session's log span), the connection's permit, which the
+/// session holds for as long as the socket lives, and how to take the
+/// connection's stream back from hyper. Only requests that ask for an
+/// upgrade carry it (a request extension costs an allocation).
 #[derive(Clone)]
 pub struct ConnInfo {
     /// The peer's address.
     pub peer: SocketAddr,
     /// The permit counted against `max_connections`.
     pub permit: ConnPermit,
+    /// Takes the upgraded connection's stream back from hyper.
+    pub take: socket::Take,
 }
 
 /// A connection's permit, shared with the WebSocket session it may become.
@@ -194,17 +198,18 @@ pub async fn run(
 /// and add nothing to that route, which takes no path parameters. A
 /// `reserve` connection (admitted at the cap) answers only `/healthz` and
 /// `/metrics`. The connection's [`conn::Watch`] closes it when it
-/// overstays a phase.
-async fn serve_conn<I>(
+/// overstays a phase. HTTP/2 with prior knowledge or HTTP/1 is told from
+/// the first bytes ([`socket::sniff`]): hyper's HTTP/1 connection then
+/// serves over a stream whose type [`socket::take`] knows, so a WebSocket
+/// gets its socket back without hyper's layers.
+async fn serve_conn<I: socket::Accepted>(
     io: I,
     peer: SocketAddr,
     app: AppState,
     router: Router,
     permit: ConnPermit,
     reserve: bool,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+) {
     use axum::http::Method;
     use futures_util::future::Either;
     let shutdown = app.shutdown.clone();
@@ -232,6 +237,7 @@ async fn serve_conn<I>(
                 req.extensions_mut().insert(ConnInfo {
                     peer,
                     permit: permit.clone(),
+                    take: socket::take::<I>,
                 });
             } else {
                 req.extensions_mut().insert(http::Peer(peer));
@@ -249,36 +255,79 @@ async fn serve_conn<I>(
             res
         }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
     // The watchdog and the shutdown signal wait in a task of their own
     // (aborted with the connection): in this task's `select!` both would
     // be polled again on every wake-up of the connection, several per
     // request (callgrind: ~1.5k instructions per POST), where a join
     // handle's poll reads its task's state.
-    enum Stop {
-        Overstayed(&'static str),
-        Shutdown,
-    }
-    let guard = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+    let mut guard = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         tokio::select! {
             what = watch.overstayed() => Stop::Overstayed(what),
             _ = shutdown.cancelled() => Stop::Shutdown,
         }
     }));
+    let (h2, io) = tokio::select! {
+        biased;
+        r = socket::sniff(io) => match r {
+            Ok(sniffed) => sniffed,
+            Err(e) => return tracing::debug!(%peer, error = %e, "connection error"),
+        },
+        stop = &mut guard => return stopped(stop, peer),
+    };
+    let io = TokioIo::new(io);
+    if h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc);
+        drive(conn, |c| c.graceful_shutdown(), guard, peer).await
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .with_upgrades();
+        drive(conn, |c| c.graceful_shutdown(), guard, peer).await
+    }
+}
+
+/// Why a connection's watchdog ended it.
+enum Stop {
+    Overstayed(&'static str),
+    Shutdown,
+}
+
+/// Logs why a connection was closed before hyper served it.
+fn stopped(stop: Result<Stop, tokio::task::JoinError>, peer: SocketAddr) {
+    match stop {
+        Ok(Stop::Overstayed(what)) => {
+            tracing::debug!(%peer, what, "connection closed: it overstayed its phase");
+        }
+        Ok(Stop::Shutdown) => {}
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "connection watchdog failed: connection closed")
+        }
+    }
+}
+
+/// Runs hyper's connection `conn` until it ends or its watchdog `guard`
+/// stops it: closed at once when it overstayed a phase, `graceful` (its
+/// in-flight requests finish) on shutdown.
+async fn drive<C, E>(
+    conn: C,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+    guard: tokio_util::task::AbortOnDropHandle<Stop>,
+    peer: SocketAddr,
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
     tokio::select! {
         biased;
         r = conn.as_mut() => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection error") },
         stop = guard => match stop {
-            Ok(Stop::Overstayed(what)) => {
-                tracing::debug!(%peer, what, "connection closed: it overstayed its phase");
-            }
             Ok(Stop::Shutdown) => {
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
                 let _ = conn.await;
             }
-            Err(e) => tracing::error!(%peer, error = %e, "connection watchdog failed: connection closed"),
+            other => stopped(other, peer),
         },
     }
 }

@@ -16,20 +16,26 @@
 //! | 4000 | no frame for `heartbeat_timeout`, or no `connect` within `connect_timeout` |
 //! | 4001 | too slow: more than `socket_queue` events undelivered |
 
+use super::socket::{Socket, Take};
 use super::{AppState, ConnInfo, ConnPermit};
 use crate::auth::Caller;
 use crate::bus::Kick;
 use crate::cmd::{self, Envelope};
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::Reply;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use futures_util::{SinkExt, StreamExt};
 use std::borrow::Cow;
 use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::ReusableBoxFuture;
 use tracing::Instrument;
 
@@ -46,38 +52,145 @@ pub const CLOSE_IDLE: u16 = 4000;
 /// Close code: the socket could not keep up with its events (convgate).
 pub const CLOSE_SLOW: u16 = 4001;
 
+/// A WebSocket session's socket.
+type WebSocket = WebSocketStream<Socket>;
+
+/// An HTTP/1.1 request to open a WebSocket (RFC 6455 §4.2.1): `GET` with
+/// `Connection: upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13`
+/// and a `Sec-WebSocket-Key`. Rejections: 405 (not `GET`), 400 (a header
+/// missing or wrong, with `Sec-WebSocket-Version: 13` in the answer when
+/// the version is the one at fault, RFC 6455 §4.4), 426 (a connection
+/// that cannot be upgraded).
+pub struct Upgrade {
+    key: HeaderValue,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+            headers.get_all(name).iter().any(|v| {
+                v.as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            })
+        }
+        let refuse = |status: StatusCode, why: &'static str| (status, why).into_response();
+        if parts.method != Method::GET {
+            return Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "a WebSocket opens with GET",
+            ));
+        }
+        if !has_token(&parts.headers, header::CONNECTION, "upgrade") {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "Connection header did not include 'upgrade'",
+            ));
+        }
+        if !has_token(&parts.headers, header::UPGRADE, "websocket") {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "Upgrade header did not include 'websocket'",
+            ));
+        }
+        if parts
+            .headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes)
+            != Some(b"13")
+        {
+            let mut r = refuse(
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Version header did not include '13'",
+            );
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            return Err(r);
+        }
+        let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Key header missing",
+            ));
+        };
+        let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            return Err(refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "this connection cannot be upgraded",
+            ));
+        };
+        Ok(Upgrade { key, on_upgrade })
+    }
+}
+
 /// `GET /ws`: upgrades with the configured message limits.
 pub async fn upgrade(
     State(app): State<AppState>,
-    ws: WebSocketUpgrade,
-    Extension(ConnInfo { peer, permit }): Extension<ConnInfo>,
+    ws: Upgrade,
+    Extension(info): Extension<ConnInfo>,
 ) -> Response {
-    upgrade_as(app, ws, peer, permit, None)
+    upgrade_as(app, ws, info, None)
 }
 
 /// Upgrades to a session: of a CRM, which authenticates with `connect`'s
 /// token (`agent` is `None`), or of an agent's console, already
 /// authenticated by its session cookie (`agent` is `(caller, group)`:
-/// the session's kick group, see [`crate::console::group`]).
+/// the session's kick group, see [`crate::console::group`]). Answers 101
+/// with `Sec-WebSocket-Accept` (RFC 6455 §4.2.2); the session starts on
+/// the connection's own stream once hyper has sent it.
 pub fn upgrade_as(
     app: AppState,
-    ws: WebSocketUpgrade,
-    peer: std::net::SocketAddr,
-    permit: ConnPermit,
+    ws: Upgrade,
+    info: ConnInfo,
     agent: Option<(Caller, String)>,
 ) -> Response {
     let max = app.ctx.config.max_message_bytes;
-    ws.max_message_size(max)
-        .max_frame_size(max)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
         // Commands are small: start from 2 KiB rather than tungstenite's
         // 128 KiB; a larger frame grows the buffer as it needs (scenario M3).
         .read_buffer_size(2048)
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| {
-            let span = tracing::info_span!("ws", %peer, org = tracing::field::Empty);
-            session(socket, app, permit, peer, agent).instrument(span)
-        })
-        .into_response()
+        .write_buffer_size(0);
+    let ConnInfo { peer, permit, take } = info;
+    let accept = tungstenite::handshake::derive_accept_key(ws.key.as_bytes());
+    let on_upgrade = ws.on_upgrade;
+    tokio::spawn(async move {
+        let socket = match on_upgrade.await {
+            Ok(upgraded) => open(take, upgraded, config).await,
+            Err(e) => return tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
+        };
+        let span = tracing::info_span!("ws", %peer, org = tracing::field::Empty);
+        session(socket, app, permit, peer, agent)
+            .instrument(span)
+            .await
+    });
+    let mut r = Response::new(axum::body::Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    r
+}
+
+/// The WebSocket over the upgraded connection's own stream, starting with
+/// the bytes hyper had already read from it.
+async fn open(
+    take: Take,
+    upgraded: hyper::upgrade::Upgraded,
+    config: WebSocketConfig,
+) -> WebSocket {
+    let (socket, read) = take(upgraded);
+    WebSocketStream::from_partially_read(socket, read.to_vec(), Role::Server, Some(config)).await
 }
 
 /// What one read from the socket gave.
@@ -93,21 +206,17 @@ enum Incoming {
 }
 
 async fn recv(socket: &mut WebSocket) -> Incoming {
-    match socket.recv().await {
+    use tungstenite::Error;
+    match socket.next().await {
         None | Some(Ok(Message::Close(_))) => Incoming::Closed,
         Some(Ok(Message::Text(t))) => Incoming::Text(t),
         Some(Ok(Message::Binary(_))) => Incoming::Binary,
-        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Incoming::Control,
+        Some(Err(Error::Capacity(_))) => Incoming::TooBig,
+        Some(Err(Error::Utf8(_))) => Incoming::BadUtf8,
         Some(Err(e)) => {
-            let inner = e.into_inner();
-            match inner.downcast_ref::<tungstenite::Error>() {
-                Some(tungstenite::Error::Capacity(_)) => Incoming::TooBig,
-                Some(tungstenite::Error::Utf8(_)) => Incoming::BadUtf8,
-                _ => {
-                    tracing::debug!(error = %inner, "socket read failed");
-                    Incoming::Closed
-                }
-            }
+            tracing::debug!(error = %e, "socket read failed");
+            Incoming::Closed
         }
     }
 }
@@ -161,12 +270,12 @@ impl Session {
 
     async fn close_now(mut self, code: u16, reason: &'static str) -> End {
         let frame = CloseFrame {
-            code,
+            code: CloseCode::from(code),
             reason: Utf8Bytes::from_static(reason),
         };
         if self.send(Message::Close(Some(frame))).await.is_ok() {
             let deadline = Instant::now() + Duration::from_secs(1);
-            while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, self.socket.recv()).await
+            while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, self.socket.next()).await
             {
             }
         }
