@@ -259,6 +259,119 @@ async fn a_text_frame_that_is_not_utf8_is_closed_with_1007() {
     assert_eq!(&body[2..], b"invalid UTF-8");
 }
 
+/// A masked client text frame (RFC 6455 §5.2) of `payload` (under 126 bytes).
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [7u8, 1, 9, 3];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// A client that sends its `connect` in the same write as its upgrade
+/// request (before the 101) loses nothing: the frame hyper read past the
+/// request reaches the session.
+#[tokio::test]
+async fn a_connect_sent_with_the_upgrade_request_is_answered() {
+    let gw = spawn_gateway().await;
+    let mut s = tcp(&gw).await;
+    let connect = json!({"cmd": "connect", "token": gw.token}).to_string();
+    let mut bytes = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    bytes.extend(masked_text(connect.as_bytes()));
+    s.write_all(&bytes).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // RFC 6455 §1.3's worked example of the accept key.
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    let mut hdr = [0u8; 2];
+    s.read_exact(&mut hdr).await.unwrap();
+    assert_eq!(hdr[0], 0x81, "a text frame");
+    let len = match hdr[1] & 0x7f {
+        126 => usize::from(s.read_u16().await.unwrap()),
+        n => usize::from(n),
+    };
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    let reply: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (reply["cmd"].clone(), reply["ok"].clone()),
+        (json!("connected"), json!(1))
+    );
+}
+
+/// An upgrade that is not one by RFC 6455 §4.2.1 is refused with the
+/// status that says why, and the connection stays HTTP.
+#[tokio::test]
+async fn a_malformed_websocket_upgrade_is_refused() {
+    let gw = spawn_gateway().await;
+    let url = gw.gw().ws_url().replace("ws://", "http://");
+    let upgrade = |req: reqwest::RequestBuilder, version: &str| {
+        req.header("Connection", "keep-alive, Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", version)
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+    };
+    let r = upgrade(gw.http.post(&url), "13").send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let r = upgrade(gw.http.get(&url), "8").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let versions: Vec<_> = r
+        .headers()
+        .get_all("sec-websocket-version")
+        .iter()
+        .collect();
+    assert_eq!(
+        versions,
+        ["13"],
+        "RFC 6455 §4.4: the version the server speaks"
+    );
+    let r = gw
+        .http
+        .get(&url)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("Sec-WebSocket-Key"));
+    let r = gw.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 400, "no Connection: upgrade");
+}
+
+/// A client speaking HTTP/2 with prior knowledge (RFC 9113 §3.3) is served
+/// on the same port as HTTP/1.
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served() {
+    use http_body_util::{BodyExt, Empty};
+    let gw = spawn_gateway().await;
+    let io = hyper_util::rt::TokioIo::new(tcp(&gw).await);
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("http://{}/healthz", gw.gw().addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.expect("an HTTP/2 answer");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.version(), hyper::Version::HTTP_2);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(!body.is_empty());
+}
+
 #[tokio::test]
 async fn errors_echo_little_and_wrong_types_are_validation_errors() {
     let gw = spawn_with(|c| c.max_user_data_bytes = 1000).await;
