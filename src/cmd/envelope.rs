@@ -57,14 +57,16 @@ impl<'a> Envelope<'a> {
     /// text frame, which tungstenite has checked).
     pub fn parse_str(text: &'a str) -> Result<Envelope<'a>, ApiError> {
         let invalid = |m: &str| ApiError::new(ErrorCode::InvalidJson, m);
-        let fields = Scanner::new(text)
-            .object()
-            .map_err(|e| invalid(&format!("invalid JSON object: {e}")))?;
+        // The field list is filled in place: returned, it would be
+        // copied twice (six fields inline).
         let mut env = Envelope {
             cmd: Cow::Borrowed(""),
             token: None,
-            fields,
+            fields: FieldList::new(),
         };
+        Scanner::new(text)
+            .object(&mut env.fields)
+            .map_err(|e| invalid(&format!("invalid JSON object: {e}")))?;
         env.cmd = match env.get("cmd") {
             None => Cow::Borrowed(""),
             Some(Field::Str(s)) => s.clone(),
@@ -224,8 +226,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The whole text: one object, then only whitespace.
-    fn object(mut self) -> Result<FieldList<'a>, ScanError> {
-        let mut fields = FieldList::new();
+    fn object(mut self, fields: &mut FieldList<'a>) -> Result<(), ScanError> {
         self.ws();
         self.expect(b'{', "an object")?;
         self.ws();
@@ -266,7 +267,7 @@ impl<'a> Scanner<'a> {
         if self.at != self.text.len() {
             return Err(self.error("the end of the text after the object"));
         }
-        Ok(fields)
+        Ok(())
     }
 
     /// A string at the current `"`: its contents, borrowed when it holds no

@@ -122,7 +122,8 @@ pub use upsert_user::UpsertUser;
 use crate::auth::Caller;
 use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
-use crate::reply::Reply;
+use crate::reply::{RateInfo, Reply};
+use std::future::Future;
 
 /// Every command convgate understands (reference commands and extensions).
 #[derive(Debug)]
@@ -455,11 +456,32 @@ impl Command {
     /// Runs the command for `caller`. `CreateOrganization` and `EnableApi`
     /// need the admin token, `heartbeat` any token, every other command an
     /// organization's token (1001 otherwise).
-    ///
-    /// Commands that await (writes, provider calls) run boxed: their state
-    /// machines would otherwise size every command's future, reads included
-    /// (5 KiB rather than 1.2 KiB), and be copied on each move.
     pub async fn apply(self, ctx: &Ctx, caller: &Caller) -> Result<Reply, ApiError> {
+        match self.start(ctx, caller) {
+            Started::Done(result) => result,
+            Started::Later(work) => work.await,
+        }
+    }
+
+    /// Begins the command for `caller` (see [`Command::apply`]): commands
+    /// the store answers at once (reads, `heartbeat`, and a few writes that
+    /// never wait) are run now; the others, which await (writes, provider
+    /// calls), are returned as boxed work. A read thus costs no future at
+    /// all, and the largest state machines are never moved.
+    pub fn start<'a>(self, ctx: &'a Ctx, caller: &'a Caller) -> Started<'a> {
+        self.begin(ctx, caller)
+            .unwrap_or_else(|e| Started::Done(Err(e)))
+    }
+
+    fn begin<'a>(self, ctx: &'a Ctx, caller: &'a Caller) -> Result<Started<'a>, ApiError> {
+        fn now<'a>(result: Result<Reply, ApiError>) -> Result<Started<'a>, ApiError> {
+            Ok(Started::Done(result))
+        }
+        fn later<'a>(
+            work: impl Future<Output = Result<Reply, ApiError>> + Send + 'a,
+        ) -> Result<Started<'a>, ApiError> {
+            Ok(Started::Later(Box::pin(work)))
+        }
         let org = match caller {
             Caller::Org(org) | Caller::Agent(org, _) => Some(org),
             Caller::Admin => None,
@@ -489,64 +511,64 @@ impl Command {
             )),
         };
         match self {
-            Command::Heartbeat(c) => c.apply(),
+            Command::Heartbeat(c) => now(c.apply()),
             Command::CreateOrganization(c) => {
                 needs_admin("CreateOrganization")?;
-                Box::pin(c.apply(ctx)).await
+                later(c.apply(ctx))
             }
             Command::EnableApi(c) => {
                 needs_admin("EnableApi")?;
-                Box::pin(c.apply(ctx)).await
+                later(c.apply(ctx))
             }
-            Command::GetUser(c) => c.apply(ctx, needs_org()?),
-            Command::GetUsers(c) => c.apply(ctx, needs_org()?),
-            Command::SetUserData(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::SetUserName(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::SetUserEmail(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::SetUserNotes(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::SetUserPhone(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::GetUserTags(c) => c.apply(ctx, needs_org()?),
-            Command::SetUserTag(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::DeleteUserTag(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::CreateUserTag(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::CreateBot(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::GetBots(c) => c.apply(ctx, needs_org()?),
-            Command::UpsertUser(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::DeleteUser(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::GetUserData(c) => c.apply(ctx, needs_org()?),
-            Command::ResetToken(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
-            Command::SetWebhook(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::GetWebhook(c) => c.apply(ctx, needs_org()?),
-            Command::DeleteWebhook(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::RotateWebhookSecret(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::DisableApi(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
-            Command::GetDeliveries(c) => c.apply(ctx, needs_org()?),
-            Command::RedeliverEvents(c) => c.apply(ctx, needs_org()?),
-            Command::UpdateBot(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::SendWhatsAppTemplate(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::GetWhatsAppTemplate(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::SendTextMessage(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::SendSMSMessage(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::GetMessageDetails(c) => c.apply(ctx, needs_org()?),
-            Command::GetConversation(c) => c.apply(ctx, needs_org()?),
-            Command::CreateAgent(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::GetAgents(c) => c.apply(ctx, needs_org()?),
-            Command::RevokeApiKey(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
-            Command::SimulateInbound(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::SetRoute(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::GetRoutes(c) => c.apply(ctx, needs_org()?),
-            Command::DeleteRoute(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::SendMessage(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::GetApiKeys(c) => c.apply(ctx, needs_live()?),
-            Command::CreateApiKey(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
-            Command::GetEvents(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::GetOpenConversations(c) => c.apply(ctx, needs_org()?),
-            Command::GetConversationsFlat(c) => c.apply(ctx, needs_org()?),
-            Command::DeleteAgent(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::SetAgentPassword(c) => Box::pin(c.apply(ctx, needs_live()?)).await,
-            Command::CloseConversation(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::AssignConversation(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
-            Command::AddConversationNote(c) => Box::pin(c.apply(ctx, needs_org()?)).await,
+            Command::GetUser(c) => now(c.apply(ctx, needs_org()?)),
+            Command::GetUsers(c) => now(c.apply(ctx, needs_org()?)),
+            Command::SetUserData(c) => later(c.apply(ctx, needs_org()?)),
+            Command::SetUserName(c) => later(c.apply(ctx, needs_org()?)),
+            Command::SetUserEmail(c) => later(c.apply(ctx, needs_org()?)),
+            Command::SetUserNotes(c) => later(c.apply(ctx, needs_org()?)),
+            Command::SetUserPhone(c) => later(c.apply(ctx, needs_org()?)),
+            Command::GetUserTags(c) => now(c.apply(ctx, needs_org()?)),
+            Command::SetUserTag(c) => later(c.apply(ctx, needs_org()?)),
+            Command::DeleteUserTag(c) => later(c.apply(ctx, needs_org()?)),
+            Command::CreateUserTag(c) => later(c.apply(ctx, needs_org()?)),
+            Command::CreateBot(c) => later(c.apply(ctx, needs_org()?)),
+            Command::GetBots(c) => now(c.apply(ctx, needs_org()?)),
+            Command::UpsertUser(c) => later(c.apply(ctx, needs_org()?)),
+            Command::DeleteUser(c) => later(c.apply(ctx, needs_org()?)),
+            Command::GetUserData(c) => now(c.apply(ctx, needs_org()?)),
+            Command::ResetToken(c) => later(c.apply(ctx, needs_live()?)),
+            Command::SetWebhook(c) => later(c.apply(ctx, needs_org()?)),
+            Command::GetWebhook(c) => now(c.apply(ctx, needs_org()?)),
+            Command::DeleteWebhook(c) => later(c.apply(ctx, needs_org()?)),
+            Command::RotateWebhookSecret(c) => later(c.apply(ctx, needs_org()?)),
+            Command::DisableApi(c) => later(c.apply(ctx, needs_live()?)),
+            Command::GetDeliveries(c) => now(c.apply(ctx, needs_org()?)),
+            Command::RedeliverEvents(c) => now(c.apply(ctx, needs_org()?)),
+            Command::UpdateBot(c) => later(c.apply(ctx, needs_org()?)),
+            Command::SendWhatsAppTemplate(c) => later(c.apply(ctx, needs_org()?)),
+            Command::GetWhatsAppTemplate(c) => later(c.apply(ctx, needs_org()?)),
+            Command::SendTextMessage(c) => later(c.apply(ctx, needs_org()?)),
+            Command::SendSMSMessage(c) => later(c.apply(ctx, needs_org()?)),
+            Command::GetMessageDetails(c) => now(c.apply(ctx, needs_org()?)),
+            Command::GetConversation(c) => now(c.apply(ctx, needs_org()?)),
+            Command::CreateAgent(c) => later(c.apply(ctx, needs_org()?)),
+            Command::GetAgents(c) => now(c.apply(ctx, needs_org()?)),
+            Command::RevokeApiKey(c) => later(c.apply(ctx, needs_live()?)),
+            Command::SimulateInbound(c) => later(c.apply(ctx, needs_org()?)),
+            Command::SetRoute(c) => later(c.apply(ctx, needs_org()?)),
+            Command::GetRoutes(c) => now(c.apply(ctx, needs_org()?)),
+            Command::DeleteRoute(c) => later(c.apply(ctx, needs_org()?)),
+            Command::SendMessage(c) => later(c.apply(ctx, needs_org()?)),
+            Command::GetApiKeys(c) => now(c.apply(ctx, needs_live()?)),
+            Command::CreateApiKey(c) => later(c.apply(ctx, needs_live()?)),
+            Command::GetEvents(c) => later(c.apply(ctx, needs_org()?)),
+            Command::GetOpenConversations(c) => now(c.apply(ctx, needs_org()?)),
+            Command::GetConversationsFlat(c) => now(c.apply(ctx, needs_org()?)),
+            Command::DeleteAgent(c) => later(c.apply(ctx, needs_org()?)),
+            Command::SetAgentPassword(c) => later(c.apply(ctx, needs_live()?)),
+            Command::CloseConversation(c) => later(c.apply(ctx, needs_org()?)),
+            Command::AssignConversation(c) => later(c.apply(ctx, needs_org()?)),
+            Command::AddConversationNote(c) => later(c.apply(ctx, needs_org()?)),
         }
     }
 }
@@ -572,10 +594,97 @@ fn agent_may(cmd: &Command, email: &str, env: &Envelope<'_>) -> Result<(), ApiEr
     Ok(())
 }
 
+/// A command begun by [`Command::start`].
+pub enum Started<'a> {
+    /// The command's result: it had nothing to wait for.
+    Done(Result<Reply, ApiError>),
+    /// The command's work, boxed: it awaits the store's group commit or a
+    /// provider.
+    Later(futures_util::future::BoxFuture<'a, Result<Reply, ApiError>>),
+}
+
+/// A command admitted by [`execute_now`] that still has work to await.
+pub struct Pending<'a> {
+    work: futures_util::future::BoxFuture<'a, Result<Reply, ApiError>>,
+    /// Who the events it causes name (`None` for a read).
+    actor: Option<crate::model::Actor>,
+    admitted: Admitted<'a>,
+    span: tracing::Span,
+}
+
+/// What an admitted command's reply is finished with.
+struct Admitted<'a> {
+    caller: &'a Caller,
+    /// The `cmd` sent, for an error reply.
+    cmd: &'a str,
+    rate: Option<RateInfo>,
+}
+
+impl Admitted<'_> {
+    /// The reply to send for `result`: its rate headers, and the sandbox's
+    /// `test` flag.
+    fn reply(self, result: Result<Reply, ApiError>) -> Reply {
+        let mut reply = match result {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!(code = e.code.as_u16(), error = %e.message, "command failed");
+                Reply::error(self.cmd, &e)
+            }
+        };
+        reply.rate = reply.rate.or(self.rate);
+        if self.caller.sandbox() {
+            // Every reply to a test key says so.
+            reply
+                .extra
+                .insert("test".into(), serde_json::Value::Bool(true));
+        }
+        reply
+    }
+}
+
+impl Pending<'_> {
+    /// Awaits the command's work and returns the reply to send.
+    pub async fn finish(self: Box<Self>) -> Reply {
+        use tracing::Instrument;
+        let Pending {
+            work,
+            actor,
+            admitted,
+            span,
+        } = *self;
+        let result = match actor {
+            // Events this command causes name its caller as their actor.
+            Some(actor) => {
+                crate::model::ACTOR
+                    .scope(actor, work)
+                    .instrument(span)
+                    .await
+            }
+            None => work.instrument(span).await,
+        };
+        admitted.reply(result)
+    }
+}
+
 /// Runs one envelope for an authenticated `caller` and always returns the
 /// reply to send: the rate limit (2008), parsing and the command itself.
-#[tracing::instrument(skip_all, fields(cmd = %env.cmd))]
 pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
+    match execute_now(ctx, caller, env) {
+        Ok(reply) => reply,
+        Err(pending) => pending.finish().await,
+    }
+}
+
+/// [`execute`] as far as it goes without waiting: `Ok` with the reply when
+/// the command was refused or answered at once (reads), `Err` with the
+/// work left to await otherwise. The transports call this: a read then
+/// costs no future.
+#[tracing::instrument(skip_all, fields(cmd = %env.cmd))]
+pub fn execute_now<'a>(
+    ctx: &'a Ctx,
+    caller: &'a Caller,
+    env: &'a Envelope<'_>,
+) -> Result<Reply, Box<Pending<'a>>> {
     let limited = |(wait, info)| {
         let e = ApiError::new(
             ErrorCode::TokenRateLimited,
@@ -598,7 +707,7 @@ pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
         true => None,
         false => match ctx.check_rate(caller) {
             Ok(info) => info,
-            Err(e) => return limited(e),
+            Err(e) => return Ok(limited(e)),
         },
     };
     // Messages have their own, smaller budget (reference: 10 per second).
@@ -606,32 +715,33 @@ pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
         match ctx.check_send_rate(caller) {
             Ok(Some(info)) => rate = Some(info),
             Ok(None) => {}
-            Err(e) => return limited(e),
+            Err(e) => return Ok(limited(e)),
         }
     }
-    let result = match parsed {
-        Ok(cmd) if cmd.reads_only() => cmd.apply(ctx, caller).await,
-        // Events this command causes name its caller as their actor.
+    let admitted = Admitted {
+        caller,
+        cmd: &env.cmd,
+        rate,
+    };
+    let (started, actor) = match parsed {
+        // Reads write nothing, so cause no event: no actor to name.
+        Ok(cmd) if cmd.reads_only() => (cmd.start(ctx, caller), None),
         Ok(cmd) => {
-            crate::model::ACTOR
-                .scope(caller.actor(), cmd.apply(ctx, caller))
-                .await
+            let actor = caller.actor();
+            let started = crate::model::ACTOR.sync_scope(actor.clone(), || cmd.start(ctx, caller));
+            (started, Some(actor))
         }
-        Err(e) => Err(e),
+        Err(e) => (Started::Done(Err(e)), None),
     };
-    let mut reply = match result {
-        Ok(reply) => reply,
-        Err(e) => {
-            tracing::debug!(code = e.code.as_u16(), error = %e.message, "command failed");
-            Reply::error(&env.cmd, &e)
-        }
-    };
-    reply.rate = reply.rate.or(rate);
-    if caller.sandbox() {
-        // Every reply to a test key says so.
-        reply
-            .extra
-            .insert("test".into(), serde_json::Value::Bool(true));
+    match started {
+        Started::Done(result) => Ok(admitted.reply(result)),
+        // Boxed: only commands that wait get here, and the reply of those
+        // that did not stays the only large value returned.
+        Started::Later(work) => Err(Box::new(Pending {
+            work,
+            actor,
+            admitted,
+            span: tracing::Span::current(),
+        })),
     }
-    reply
 }

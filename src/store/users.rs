@@ -20,10 +20,15 @@ impl Store {
     /// The stored record of user `uid` of `org`, through the cache (held
     /// as `Bytes`, so that a reply can take a slice of it without a copy).
     fn user_value(&self, org: &str, uid: &str) -> Result<Option<Bytes>, StoreError> {
-        // Built on the stack: a hit allocates nothing.
-        let mut k = smallvec::SmallVec::<[u8; 96]>::new();
-        for part in [b"usr/".as_slice(), org.as_bytes(), b"/", uid.as_bytes()] {
-            k.extend_from_slice(part);
+        // Built on the stack: a hit allocates nothing (and, sized once,
+        // the key's parts are copied without a capacity check each).
+        let parts = [b"usr/".as_slice(), org.as_bytes(), b"/", uid.as_bytes()];
+        let mut k =
+            smallvec::SmallVec::<[u8; 96]>::from_elem(0, parts.iter().map(|p| p.len()).sum());
+        let mut at = 0;
+        for part in parts {
+            k[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
         }
         let generation = {
             let cache = self.inner.users.read().unwrap_or_else(|p| p.into_inner());

@@ -217,5 +217,9 @@ where
             return respond(&Reply::error(&env.cmd, &e));
         }
     };
-    respond(&cmd::execute(ctx, &caller, &env).await)
+    let reply = match cmd::execute_now(ctx, &caller, &env) {
+        Ok(reply) => reply,
+        Err(pending) => pending.finish().await,
+    };
+    respond(&reply)
 }

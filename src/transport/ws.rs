@@ -224,6 +224,8 @@ async fn recv(socket: &mut WebSocket) -> Incoming {
 struct Session {
     socket: WebSocket,
     app: AppState,
+    /// `write_timeout`, read once (the setting is seconds as a float).
+    write_limit: Duration,
 }
 
 /// Why a session ended, for the log.
@@ -233,7 +235,7 @@ impl Session {
     /// Sends `msg` within `write_timeout`; `Err` when the socket is gone or stuck.
     async fn send(&mut self, msg: Message) -> Result<(), End> {
         use futures_util::FutureExt;
-        let limit = self.app.ctx.config.write_timeout();
+        let limit = self.write_limit;
         let mut send = std::pin::pin!(self.socket.send(msg));
         // Almost every write completes at once: only a write that has to
         // wait for the peer pays for a timer.
@@ -291,7 +293,12 @@ async fn session(
     agent: Option<(Caller, String)>,
 ) {
     let _drain = app.tracker.token();
-    let mut s = Session { socket, app };
+    let write_limit = app.ctx.config.write_timeout();
+    let mut s = Session {
+        socket,
+        app,
+        write_limit,
+    };
     // The futures below are boxed so that an idle session's own state stays
     // small: thousands of sockets each hold one (scenario M3).
     let (agent, group) = agent.unzip();
@@ -511,7 +518,10 @@ async fn connected(
                     Incoming::Text(text) => {
                         let reply = match Envelope::parse_str(text.as_str()) {
                             Ok(env) if env.cmd == "connect" => Reply::ok("connected"),
-                            Ok(env) => Box::pin(cmd::execute(&ctx, &caller, &env)).await,
+                            Ok(env) => match cmd::execute_now(&ctx, &caller, &env) {
+                                Ok(reply) => reply,
+                                Err(pending) => pending.finish().await,
+                            },
                             Err(e) => Reply::error("", &e),
                         };
                         s.reply(&reply).await
