@@ -3,7 +3,7 @@
 //! commands add (`nextCursor`, later `phoneNumber`, `mid`, …).
 
 use crate::error::ApiError;
-use bytes::Bytes;
+use bytestring::ByteString;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -21,7 +21,9 @@ pub struct Reply {
     /// Response data, when the command returns any: its JSON text,
     /// serialised once when set (or taken as stored, see
     /// [`Reply::with_json_data`]) rather than built as a `Value` tree first.
-    pub data: Option<Bytes>,
+    /// Text, so that the reply is built as text and sent on a socket
+    /// without being checked as UTF-8 again.
+    pub data: Option<ByteString>,
     /// User identifier, where the reference puts it at the top level.
     pub uid: Option<String>,
     /// Human-readable error (ok = 0).
@@ -39,7 +41,7 @@ pub struct Reply {
     pub status: Option<u16>,
     /// A reply replayed from an idempotency key (POST: `Idempotency-Replayed: true`):
     /// its JSON exactly as first sent.
-    pub replayed: Option<Bytes>,
+    pub replayed: Option<ByteString>,
 }
 
 /// A token's rate-limit budget after a request, for the `X-RateLimit-Limit`,
@@ -66,6 +68,18 @@ pub fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &s[..at]),
         None => s.to_string(),
+    }
+}
+
+/// Appends `s` as a JSON string: as it is when it needs no escape (command
+/// and field names, plain ASCII), else escaped by `serde_json`.
+fn push_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("strings serialise"));
     }
 }
 
@@ -112,15 +126,15 @@ impl Reply {
 
     /// Sets `data`.
     pub fn with_data(mut self, data: impl Serialize) -> Reply {
-        self.data = Some(Bytes::from(
-            serde_json::to_vec(&data).expect("reply data serialises"),
+        self.data = Some(ByteString::from(
+            serde_json::to_string(&data).expect("reply data serialises"),
         ));
         self
     }
 
     /// Sets `data` to JSON text that convgate itself serialised earlier (a
     /// stored record passed on); it is not parsed again.
-    pub fn with_json_data(mut self, json: Bytes) -> Reply {
+    pub fn with_json_data(mut self, json: ByteString) -> Reply {
         self.data = Some(json);
         self
     }
@@ -150,44 +164,32 @@ impl Reply {
     }
 
     /// The JSON text of the reply.
-    pub fn to_json(&self) -> Bytes {
+    pub fn to_json(&self) -> String {
         if let Some(raw) = &self.replayed {
-            return raw.clone();
+            return raw.to_string();
         }
         // Written field by field in the reference's order (`cmd`, `ok`,
         // `data`, `uid`, `error`, `errorCode`, then extensions), so that
         // `data` goes in as the JSON text it already is.
-        fn put(out: &mut Vec<u8>, name: &str, value: &impl Serialize) {
-            out.push(b',');
-            serde_json::to_writer(&mut *out, name).expect("names serialise");
-            out.push(b':');
-            serde_json::to_writer(out, value).expect("reply fields serialise");
+        fn put(out: &mut String, name: &str, value: &impl Serialize) {
+            out.push(',');
+            push_str(out, name);
+            out.push(':');
+            out.push_str(&serde_json::to_string(value).expect("reply fields serialise"));
         }
-        let data = self.data.as_ref().map_or(0, Bytes::len);
-        let mut out = Vec::with_capacity(64 + self.cmd.len() + data + self.extra.len() * 32);
-        out.extend_from_slice(b"{\"cmd\":");
-        // Command names are plain ASCII: written as they are; anything else
-        // (an unknown name echoed back) is escaped by serde_json.
-        if self
-            .cmd
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            out.push(b'"');
-            out.extend_from_slice(self.cmd.as_bytes());
-            out.push(b'"');
-        } else {
-            serde_json::to_writer(&mut out, &self.cmd).expect("strings serialise");
-        }
-        out.extend_from_slice(b",\"ok\":");
+        let data = self.data.as_ref().map_or(0, |d| d.len());
+        let mut out = String::with_capacity(64 + self.cmd.len() + data + self.extra.len() * 32);
+        out.push_str("{\"cmd\":");
+        push_str(&mut out, &self.cmd);
+        out.push_str(",\"ok\":");
         if self.ok < 10 {
-            out.push(b'0' + self.ok);
+            out.push(char::from(b'0' + self.ok));
         } else {
-            serde_json::to_writer(&mut out, &self.ok).expect("numbers serialise");
+            out.push_str(&self.ok.to_string());
         }
         if let Some(data) = &self.data {
-            out.extend_from_slice(b",\"data\":");
-            out.extend_from_slice(data);
+            out.push_str(",\"data\":");
+            out.push_str(data);
         }
         if let Some(uid) = &self.uid {
             put(&mut out, "uid", uid);
@@ -201,8 +203,8 @@ impl Reply {
         for (name, value) in &self.extra {
             put(&mut out, name, value);
         }
-        out.push(b'}');
-        Bytes::from(out)
+        out.push('}');
+        out
     }
 
     /// A reply stored under an idempotency key, sent again byte for byte.
@@ -212,7 +214,7 @@ impl Reply {
         Reply {
             ok: u8::from(code.is_none()),
             error_code: code,
-            replayed: Some(Bytes::from(json.to_string())),
+            replayed: Some(ByteString::from(json)),
             ..Reply::named(Cow::Owned(cmd.to_string()))
         }
     }
@@ -228,9 +230,9 @@ mod tests {
     fn replies_are_the_reference_objects() {
         let user = json!({"uid": "1-wa3-1", "name": "Zoë \"Z\""});
         let ok = Reply::ok("GetUser").with_data(&user);
-        let raw = Reply::ok("GetUser").with_json_data(Bytes::from(user.to_string()));
+        let raw = Reply::ok("GetUser").with_json_data(ByteString::from(user.to_string()));
         for r in [ok, raw] {
-            let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
+            let v: Value = serde_json::from_str(&r.to_json()).unwrap();
             assert_eq!(v, json!({"cmd": "GetUser", "ok": 1, "data": user}));
         }
         let e = ApiError::new(ErrorCode::UnknownUser, "unknown user \"x\"");
@@ -238,8 +240,8 @@ mod tests {
             .with_uid("1-wa3-1")
             .with_field("nextCursor", "a\"b");
         let text = r.to_json();
-        assert!(text.starts_with(br#"{"cmd":"GetUser","ok":0,"#));
-        let v: Value = serde_json::from_slice(&text).unwrap();
+        assert!(text.starts_with(r#"{"cmd":"GetUser","ok":0,"#));
+        let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v,
             json!({"cmd": "GetUser", "ok": 0, "uid": "1-wa3-1", "error": "unknown user \"x\"",

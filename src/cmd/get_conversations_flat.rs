@@ -24,7 +24,7 @@ use crate::domain::parse_created_date;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
 use crate::reply::Reply;
-use bytes::Bytes;
+use bytestring::ByteString;
 
 /// Most conversations per reply (reference: "Limited to 1000 conversations").
 pub const MAX_CONVERSATIONS: usize = 1000;
@@ -113,7 +113,7 @@ impl GetConversationsFlat {
         }
         data.push(b']');
         Ok(Reply::ok("GetConversationsFlat")
-            .with_json_data(Bytes::from(data))
+            .with_json_data(ByteString::try_from(data).map_err(|_| ApiError::internal())?)
             .with_field("nextCursor", last.to_string()))
     }
 }

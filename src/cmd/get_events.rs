@@ -25,7 +25,7 @@ use crate::ctx::Ctx;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Org;
 use crate::reply::Reply;
-use bytes::Bytes;
+use bytestring::ByteString;
 use std::time::Duration;
 
 /// Most events per reply.
@@ -111,7 +111,7 @@ impl GetEvents {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => {
                     return Ok(Reply::ok("GetEvents")
-                        .with_json_data(Bytes::from_static(b"[]"))
+                        .with_json_data(ByteString::from_static("[]"))
                         .with_field("nextSeq", after)
                         .with_field("hasMore", false));
                 }
@@ -129,7 +129,7 @@ impl GetEvents {
         org: &str,
         after: u64,
         durable: u64,
-    ) -> Result<(Bytes, u64, u64), ApiError> {
+    ) -> Result<(ByteString, u64, u64), ApiError> {
         let mut out = Vec::with_capacity(4096);
         out.push(b'[');
         let (mut scanned, mut count) = (after, 0);
@@ -153,6 +153,8 @@ impl GetEvents {
             }
         }
         out.push(b']');
-        Ok((Bytes::from(out), scanned, count))
+        // Events are stored as the JSON text they were serialised to.
+        let out = ByteString::try_from(out).map_err(|_| ApiError::internal())?;
+        Ok((out, scanned, count))
     }
 }

@@ -271,7 +271,7 @@ pub async fn send(
                     &i.key,
                     &IdempotentReply {
                         request_sha256: i.request_sha256.clone(),
-                        reply: String::from_utf8_lossy(&reply.to_json()).into_owned(),
+                        reply: reply.to_json(),
                         created_ms: now,
                     },
                 );
@@ -352,10 +352,7 @@ pub async fn send(
                                 &i.key,
                                 &IdempotentReply {
                                     request_sha256: i.request_sha256.clone(),
-                                    reply: String::from_utf8_lossy(
-                                        &Reply::error(cmd, &err).to_json(),
-                                    )
-                                    .into_owned(),
+                                    reply: Reply::error(cmd, &err).to_json(),
                                     created_ms: now,
                                 },
                             ),

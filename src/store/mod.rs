@@ -233,7 +233,7 @@ impl<K: std::hash::Hash + Eq, V> ReadThrough<K, V> {
 
 /// `usr/` records by key. Writes update it under the write lock right after
 /// their batch is applied.
-type UserCache = ReadThrough<Vec<u8>, bytes::Bytes>;
+type UserCache = ReadThrough<Vec<u8>, users::Cached>;
 
 /// `bix/` + `bot/` by `botID`: the organization and the bot. Emptied by
 /// every write that stages a bot. Bots are few (one per channel number).

@@ -5,6 +5,24 @@ use super::codec::{decode_user, encode, encode_user, key, split_user};
 use super::{Store, StoreError, WriteTx};
 use crate::model::{Tag, User, UserRecord};
 use bytes::Bytes;
+use bytestring::ByteString;
+
+/// A user record as the cache holds it: its bytes, and the user's JSON
+/// text within them, checked as UTF-8 once when cached (a reply passes it
+/// on as text, and text sent on a socket must be UTF-8).
+#[derive(Clone)]
+pub(super) struct Cached {
+    record: Bytes,
+    json: Option<ByteString>,
+}
+
+impl Cached {
+    fn new(record: Bytes) -> Cached {
+        let json = split_user(&record)
+            .and_then(|(user, _)| ByteString::try_from(record.slice_ref(user)).ok());
+        Cached { record, json }
+    }
+}
 
 impl Store {
     /// How many tag definitions `org` has.
@@ -19,7 +37,7 @@ impl Store {
 
     /// The stored record of user `uid` of `org`, through the cache (held
     /// as `Bytes`, so that a reply can take a slice of it without a copy).
-    fn user_value(&self, org: &str, uid: &str) -> Result<Option<Bytes>, StoreError> {
+    fn user_value(&self, org: &str, uid: &str) -> Result<Option<Cached>, StoreError> {
         // Built on the stack: a hit allocates nothing (and, sized once,
         // the key's parts are copied without a capacity check each).
         let parts = [b"usr/".as_slice(), org.as_bytes(), b"/", uid.as_bytes()];
@@ -37,7 +55,11 @@ impl Store {
             }
             cache.generation
         };
-        let v = self.inner.db.get(&k)?.map(|v| Bytes::copy_from_slice(&v));
+        let v = self
+            .inner
+            .db
+            .get(&k)?
+            .map(|v| Cached::new(Bytes::copy_from_slice(&v)));
         // Another node may write the user: with a shared backend nothing
         // is cached.
         if let Some(v) = v.as_ref().filter(|_| !self.inner.db.shared()) {
@@ -58,7 +80,7 @@ impl Store {
         for (k, v) in changes {
             match v {
                 Some(v) if cache.map.contains_key(&k) => {
-                    cache.map.insert(k, Bytes::copy_from_slice(&v));
+                    cache.map.insert(k, Cached::new(Bytes::copy_from_slice(&v)));
                 }
                 Some(_) => {}
                 None => {
@@ -81,22 +103,22 @@ impl Store {
     /// The user `uid` of `org`, with its tags.
     pub fn user(&self, org: &str, uid: &str) -> Result<Option<UserRecord>, StoreError> {
         self.user_value(org, uid)?
-            .map(|v| decode_user(&v))
+            .map(|v| decode_user(&v.record))
             .transpose()
     }
 
     /// The user object of `uid` as stored: the JSON text of its [`User`]
     /// (tags left out), for replies that pass it on unchanged (`GetUser`)
     /// without a decode into a [`User`] and an encode back.
-    pub fn user_json(&self, org: &str, uid: &str) -> Result<Option<Bytes>, StoreError> {
+    pub fn user_json(&self, org: &str, uid: &str) -> Result<Option<ByteString>, StoreError> {
         let Some(v) = self.user_value(org, uid)? else {
             return Ok(None);
         };
-        if let Some((user, _)) = split_user(&v) {
-            return Ok(Some(v.slice_ref(user)));
+        if let Some(json) = v.json {
+            return Ok(Some(json));
         }
-        let rec = decode_user(&v)?;
-        Ok(Some(Bytes::from(encode(&rec.user))))
+        let rec = decode_user(&v.record)?;
+        Ok(Some(ByteString::from(serde_json::to_string(&rec.user)?)))
     }
 
     /// The custom data of user `uid` (`SetUserData`), if any was set.

@@ -251,7 +251,8 @@ impl Session {
     }
 
     async fn reply(&mut self, reply: &Reply) -> Result<(), End> {
-        let text = Utf8Bytes::try_from(reply.to_json()).expect("JSON is UTF-8");
+        // Built as text: no UTF-8 check on the way out.
+        let text = Utf8Bytes::from(reply.to_json());
         self.send(Message::Text(text)).await
     }
 
