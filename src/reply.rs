@@ -10,7 +10,10 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 /// One reply, serialised as the reference's response object by
-/// [`Reply::to_json`].
+/// [`Reply::to_json`]. What most replies leave empty (an error, a
+/// top-level `uid`, extension fields, POST-only hints) is boxed, so that a
+/// reply, moved several times between a command and its transport, is
+/// small (96 bytes rather than 216: moves without a `memcpy` call).
 #[derive(Debug, Clone)]
 pub struct Reply {
     /// Name of the command answered (case sensitive): the command's own
@@ -24,24 +27,30 @@ pub struct Reply {
     /// Text, so that the reply is built as text and sent on a socket
     /// without being checked as UTF-8 again.
     pub data: Option<ByteString>,
-    /// User identifier, where the reference puts it at the top level.
-    pub uid: Option<String>,
-    /// Human-readable error (ok = 0).
-    pub error: Option<String>,
-    /// The reference's numeric error code (ok = 0).
-    pub error_code: Option<u16>,
-    /// Further top-level fields (extensions such as `nextCursor`).
-    pub extra: Map<String, Value>,
-    /// When rate limited: how long until a retry can succeed (POST sends it
-    /// as `Retry-After`). Not part of the JSON.
-    pub retry_after: Option<Duration>,
     /// The rate-limit budget that applied (POST: `X-RateLimit-*`). Not JSON.
     pub rate: Option<RateInfo>,
+    more: Option<Box<More>>,
+}
+
+/// The fields of a [`Reply`] that most replies leave empty.
+#[derive(Debug, Clone, Default)]
+struct More {
+    /// User identifier, where the reference puts it at the top level.
+    uid: Option<String>,
+    /// Human-readable error (ok = 0).
+    error: Option<String>,
+    /// The reference's numeric error code (ok = 0).
+    error_code: Option<u16>,
+    /// Further top-level fields (extensions such as `nextCursor`).
+    extra: Map<String, Value>,
+    /// When rate limited: how long until a retry can succeed (POST sends it
+    /// as `Retry-After`). Not part of the JSON.
+    retry_after: Option<Duration>,
     /// HTTP status overriding the class of `errorCode`. Not JSON.
-    pub status: Option<u16>,
-    /// A reply replayed from an idempotency key (POST: `Idempotency-Replayed: true`):
-    /// its JSON exactly as first sent.
-    pub replayed: Option<ByteString>,
+    status: Option<u16>,
+    /// A reply replayed from an idempotency key (POST:
+    /// `Idempotency-Replayed: true`): its JSON exactly as first sent.
+    replayed: Option<ByteString>,
 }
 
 /// A token's rate-limit budget after a request, for the `X-RateLimit-Limit`,
@@ -84,8 +93,10 @@ fn push_str(out: &mut String, s: &str) {
 }
 
 impl Reply {
-    /// `{"cmd":cmd,"ok":1}`.
+    /// `{"cmd":cmd,"ok":1}`. `cmd` is a command's own name: letters,
+    /// digits and `_`, written without escaping.
     pub fn ok(cmd: &'static str) -> Reply {
+        debug_assert!(cmd.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         Reply::named(Cow::Borrowed(cmd))
     }
 
@@ -94,15 +105,13 @@ impl Reply {
             cmd,
             ok: 1,
             data: None,
-            uid: None,
-            error: None,
-            error_code: None,
-            extra: Map::new(),
-            retry_after: None,
             rate: None,
-            status: None,
-            replayed: None,
+            more: None,
         }
+    }
+
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_default()
     }
 
     /// `{"cmd":cmd,"ok":0,"error":…,"errorCode":…}`. The message and the
@@ -111,15 +120,18 @@ impl Reply {
     pub fn error(cmd: &str, e: &ApiError) -> Reply {
         Reply {
             ok: 0,
-            error: Some(truncate(&e.message, MAX_ERROR_CHARS)),
-            error_code: Some(e.code.as_u16()),
-            extra: e
-                .fields
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-            retry_after: e.retry_after,
-            status: e.status,
+            more: Some(Box::new(More {
+                error: Some(truncate(&e.message, MAX_ERROR_CHARS)),
+                error_code: Some(e.code.as_u16()),
+                extra: e
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+                retry_after: e.retry_after,
+                status: e.status,
+                ..More::default()
+            })),
             ..Reply::named(Cow::Owned(truncate(cmd, MAX_ECHO_CHARS)))
         }
     }
@@ -141,23 +153,53 @@ impl Reply {
 
     /// Sets the top-level `uid`.
     pub fn with_uid(mut self, uid: impl Into<String>) -> Reply {
-        self.uid = Some(uid.into());
+        self.more().uid = Some(uid.into());
         self
     }
 
     /// Adds a top-level field.
     pub fn with_field(mut self, name: &str, value: impl Into<Value>) -> Reply {
-        self.extra.insert(name.to_string(), value.into());
+        self.set_field(name, value);
         self
+    }
+
+    /// Sets a top-level field.
+    pub fn set_field(&mut self, name: &str, value: impl Into<Value>) {
+        self.more().extra.insert(name.to_string(), value.into());
+    }
+
+    /// The top-level `uid`, if set.
+    pub fn uid(&self) -> Option<&str> {
+        self.more.as_ref()?.uid.as_deref()
+    }
+
+    /// The top-level field `name` (an extension such as `mid`), if set.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.more.as_ref()?.extra.get(name)
+    }
+
+    /// The reference's error code, when the reply is an error.
+    pub fn error_code(&self) -> Option<u16> {
+        self.more.as_ref()?.error_code
+    }
+
+    /// When rate limited: how long until a retry can succeed.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.more.as_ref()?.retry_after
+    }
+
+    /// Whether the reply is one replayed from an idempotency key.
+    pub fn is_replayed(&self) -> bool {
+        self.more.as_ref().is_some_and(|m| m.replayed.is_some())
     }
 
     /// HTTP status of this reply on the POST transport: 200 when ok, else
     /// the class of its `errorCode`.
     pub fn http_status(&self) -> u16 {
-        if let Some(s) = self.status {
+        if let Some(s) = self.more.as_ref().and_then(|m| m.status) {
             return s;
         }
-        match self.error_code {
+        match self.error_code() {
             None => 200,
             Some(code) => crate::error::status_of(code),
         }
@@ -165,7 +207,8 @@ impl Reply {
 
     /// The JSON text of the reply.
     pub fn to_json(&self) -> String {
-        if let Some(raw) = &self.replayed {
+        let more = self.more.as_deref();
+        if let Some(raw) = more.and_then(|m| m.replayed.as_ref()) {
             return raw.to_string();
         }
         // Written field by field in the reference's order (`cmd`, `ok`,
@@ -178,9 +221,18 @@ impl Reply {
             out.push_str(&serde_json::to_string(value).expect("reply fields serialise"));
         }
         let data = self.data.as_ref().map_or(0, |d| d.len());
-        let mut out = String::with_capacity(64 + self.cmd.len() + data + self.extra.len() * 32);
+        let extra = more.map_or(0, |m| m.extra.len());
+        let mut out = String::with_capacity(64 + self.cmd.len() + data + extra * 32);
         out.push_str("{\"cmd\":");
-        push_str(&mut out, &self.cmd);
+        match &self.cmd {
+            // A command's own static name: plain ASCII ([`Reply::ok`]).
+            Cow::Borrowed(name) => {
+                out.push('"');
+                out.push_str(name);
+                out.push('"');
+            }
+            Cow::Owned(echoed) => push_str(&mut out, echoed),
+        }
         out.push_str(",\"ok\":");
         if self.ok < 10 {
             out.push(char::from(b'0' + self.ok));
@@ -191,17 +243,19 @@ impl Reply {
             out.push_str(",\"data\":");
             out.push_str(data);
         }
-        if let Some(uid) = &self.uid {
-            put(&mut out, "uid", uid);
-        }
-        if let Some(error) = &self.error {
-            put(&mut out, "error", error);
-        }
-        if let Some(code) = &self.error_code {
-            put(&mut out, "errorCode", code);
-        }
-        for (name, value) in &self.extra {
-            put(&mut out, name, value);
+        if let Some(more) = more {
+            if let Some(uid) = &more.uid {
+                put(&mut out, "uid", uid);
+            }
+            if let Some(error) = &more.error {
+                put(&mut out, "error", error);
+            }
+            if let Some(code) = &more.error_code {
+                put(&mut out, "errorCode", code);
+            }
+            for (name, value) in &more.extra {
+                put(&mut out, name, value);
+            }
         }
         out.push('}');
         out
@@ -213,8 +267,11 @@ impl Reply {
         let code = v.get("errorCode").and_then(Value::as_u64).map(|c| c as u16);
         Reply {
             ok: u8::from(code.is_none()),
-            error_code: code,
-            replayed: Some(ByteString::from(json)),
+            more: Some(Box::new(More {
+                error_code: code,
+                replayed: Some(ByteString::from(json)),
+                ..More::default()
+            })),
             ..Reply::named(Cow::Owned(cmd.to_string()))
         }
     }
@@ -225,6 +282,16 @@ mod tests {
     use super::*;
     use crate::error::{ApiError, ErrorCode};
     use serde_json::json;
+
+    /// A reply is moved several times on its way out: it stays small.
+    #[test]
+    fn a_reply_is_small() {
+        assert!(
+            std::mem::size_of::<Reply>() <= 96,
+            "{}",
+            std::mem::size_of::<Reply>()
+        );
+    }
 
     #[test]
     fn replies_are_the_reference_objects() {

@@ -634,9 +634,7 @@ impl Admitted<'_> {
         reply.rate = reply.rate.or(self.rate);
         if self.caller.sandbox() {
             // Every reply to a test key says so.
-            reply
-                .extra
-                .insert("test".into(), serde_json::Value::Bool(true));
+            reply.set_field("test", true);
         }
         reply
     }

@@ -165,12 +165,7 @@ async fn act(
     let render = |t: &str| crate::routes::render(t, &user, &data, &run.message);
     let idem = format!("route:{}:{}:{}", run.run_id, run.pc, run.steps_run);
     let uid = run.uid.as_str();
-    let mid = |r: Reply| {
-        r.extra
-            .get("mid")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+    let mid = |r: Reply| r.field("mid").and_then(Value::as_str).map(str::to_string);
     match action {
         Action::SendText(text) => {
             not_with_agent(ctx, run)?;

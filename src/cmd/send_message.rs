@@ -99,15 +99,9 @@ impl SendMessage {
             json!({"cmd": "UpsertUser", "botID": route.bot_id, "phone": self.phone.as_str()});
         let reply = call(ctx, &me, upsert).await?;
         let uid = reply
-            .uid
-            .clone()
-            .or_else(|| {
-                reply
-                    .extra
-                    .get("uid")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
+            .uid()
+            .or_else(|| reply.field("uid").and_then(Value::as_str))
+            .map(str::to_string)
             .ok_or_else(ApiError::internal)?;
         if let Some(data) = self.userdata {
             call(

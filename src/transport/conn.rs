@@ -172,10 +172,11 @@ impl Watch {
         self.phase.store(phase, Ordering::Release);
     }
 
-    /// A request's head was read: the handler runs.
+    /// A request's head was read: the handler runs. (No time is noted: a
+    /// busy connection has no deadline of its own.)
     pub fn busy(&self) {
         self.served.store(1, Ordering::Relaxed);
-        self.set(BUSY);
+        self.phase.store(BUSY, Ordering::Release);
     }
 
     /// The handler answered; the connection waits for the next request.

@@ -41,7 +41,7 @@ fn respond_with(reply: &Reply, status: u16) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some(wait) = reply.retry_after {
+    if let Some(wait) = reply.retry_after() {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
@@ -50,7 +50,7 @@ fn respond_with(reply: &Reply, status: u16) -> Response {
         h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(r.remaining));
         h.insert(X_RATELIMIT_RESET, HeaderValue::from(r.reset));
     }
-    if reply.replayed.is_some() {
+    if reply.is_replayed() {
         h.insert(IDEMPOTENCY_REPLAYED, HeaderValue::from_static("true"));
     }
     res
@@ -139,7 +139,7 @@ pub async fn api_routed(app: State<AppState>, req: Request) -> Response {
         .extensions()
         .get::<Peer>()
         .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0);
-    api(app, req, peer).await
+    api(&app.ctx, req, peer).await
 }
 
 /// `POST /api`: one envelope in, one reply out. The body must arrive
@@ -148,14 +148,13 @@ pub async fn api_routed(app: State<AppState>, req: Request) -> Response {
 /// over the body: the fast path hands hyper's body over as it is (axum's
 /// boxed body and its collector were ~0.7k instructions of a POST).
 pub async fn api<B>(
-    State(app): State<AppState>,
+    ctx: &crate::ctx::Ctx,
     req: axum::http::Request<B>,
     peer: std::net::SocketAddr,
 ) -> Response
 where
     B: Body<Data = Bytes> + Unpin,
 {
-    let ctx = &app.ctx;
     // The request taken whole: the `HeaderMap` extractor would copy the headers.
     let (parts, mut body) = req.into_parts();
     let headers = &parts.headers;

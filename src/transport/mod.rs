@@ -224,13 +224,12 @@ async fn serve_conn<I: socket::Accepted>(
         let inner = if reserve && !matches!(req.uri().path(), "/healthz" | "/metrics") {
             Either::Left(Either::Right(std::future::ready(Ok(at_capacity()))))
         } else if req.method() == Method::POST && req.uri().path() == "/api" {
-            let app = app.clone();
+            // The context alone (one reference count, not the whole state).
+            let ctx = app.ctx.clone();
             // Boxed: hyper moves the service's future into place, and the
-            // whole command's state machine is kilobytes (memcpy).
+            // request's state machine is a kilobyte (memcpy).
             Either::Left(Either::Left(Box::pin(async move {
-                Ok::<_, std::convert::Infallible>(
-                    http::api(axum::extract::State(app), req, peer).await,
-                )
+                Ok::<_, std::convert::Infallible>(http::api(&ctx, req, peer).await)
             })))
         } else {
             if upgrade {
