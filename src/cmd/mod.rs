@@ -681,7 +681,7 @@ pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
 pub fn execute_now<'a>(
     ctx: &'a Ctx,
     caller: &'a Caller,
-    env: &'a Envelope<'_>,
+    env: &Envelope<'_>,
 ) -> Result<Reply, Box<Pending<'a>>> {
     let limited = |(wait, info)| {
         let e = ApiError::new(
@@ -716,11 +716,7 @@ pub fn execute_now<'a>(
             Err(e) => return Ok(limited(e)),
         }
     }
-    let admitted = Admitted {
-        caller,
-        cmd: &env.cmd,
-        rate,
-    };
+    let name = parsed.as_ref().map_or("", Command::name);
     let (started, actor) = match parsed {
         // Reads write nothing, so cause no event: no actor to name.
         Ok(cmd) if cmd.reads_only() => (cmd.start(ctx, caller), None),
@@ -732,13 +728,24 @@ pub fn execute_now<'a>(
         Err(e) => (Started::Done(Err(e)), None),
     };
     match started {
-        Started::Done(result) => Ok(admitted.reply(result)),
+        Started::Done(result) => Ok(Admitted {
+            caller,
+            cmd: &env.cmd,
+            rate,
+        }
+        .reply(result)),
         // Boxed: only commands that wait get here, and the reply of those
-        // that did not stays the only large value returned.
+        // that did not stays the only large value returned. The work does
+        // not borrow the request: an error names the command by its own
+        // name (the one sent: names are case sensitive).
         Started::Later(work) => Err(Box::new(Pending {
             work,
             actor,
-            admitted,
+            admitted: Admitted {
+                caller,
+                cmd: name,
+                rate,
+            },
             span: tracing::Span::current(),
         })),
     }

@@ -212,6 +212,7 @@ async fn serve_conn<I: socket::Accepted>(
 ) {
     use axum::http::Method;
     use futures_util::future::Either;
+    use futures_util::FutureExt;
     let shutdown = app.shutdown.clone();
     let header = crate::config::Config::secs(app.ctx.config.header_read_timeout);
     let keepalive = crate::config::Config::secs(app.ctx.config.keepalive_timeout);
@@ -225,12 +226,11 @@ async fn serve_conn<I: socket::Accepted>(
             Either::Left(Either::Right(std::future::ready(Ok(at_capacity()))))
         } else if req.method() == Method::POST && req.uri().path() == "/api" {
             // The context alone (one reference count, not the whole state).
-            let ctx = app.ctx.clone();
-            // Boxed: hyper moves the service's future into place, and the
-            // request's state machine is a kilobyte (memcpy).
-            Either::Left(Either::Left(Box::pin(async move {
-                Ok::<_, std::convert::Infallible>(http::api(&ctx, req, peer).await)
-            })))
+            // Boxed: hyper moves the service's future into place.
+            let api = http::api(app.ctx.clone(), req, peer);
+            Either::Left(Either::Left(Box::pin(
+                api.map(Ok::<_, std::convert::Infallible>),
+            )))
         } else {
             if upgrade {
                 req.extensions_mut().insert(ConnInfo {
