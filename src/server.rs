@@ -111,6 +111,9 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
     let max_connections = crate::transport::conn::connection_budget(config.max_connections)
         .map_err(ServerError::Config)?;
     let listener = TcpListener::bind(config.listen).await?;
+    // The monotonic clock calibrates at its first read: here, not on the
+    // first connection.
+    crate::time::mono_ms();
     let addr = listener.local_addr()?;
     let bus = Bus::new(config.socket_queue);
     let publisher = bus.clone();

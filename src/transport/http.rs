@@ -17,6 +17,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::BodyExt;
+use http_body_util::Full;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -29,14 +30,18 @@ const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset
 
 /// Turns a reply into the HTTP response: JSON body, status by class,
 /// `Retry-After` (whole seconds, at least 1) when rate limited.
-pub fn respond(reply: &Reply) -> Response {
+/// What `POST /api` answers: the reply's JSON in one piece. A concrete
+/// body rather than axum's boxed one, which cost an allocation per request.
+pub type ApiResponse = axum::http::Response<Full<Bytes>>;
+
+pub fn respond(reply: &Reply) -> ApiResponse {
     respond_with(reply, reply.http_status())
 }
 
-fn respond_with(reply: &Reply, status: u16) -> Response {
+fn respond_with(reply: &Reply, status: u16) -> ApiResponse {
     // Built directly: axum's `IntoResponse` for a tuple sets a content type
     // for the body and then replaces it.
-    let mut res = Response::new(axum::body::Body::from(reply.to_json()));
+    let mut res = ApiResponse::new(Full::new(Bytes::from(reply.to_json())));
     *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = res.headers_mut();
     h.insert(
@@ -62,7 +67,7 @@ fn respond_with(reply: &Reply, status: u16) -> Response {
 /// times `max_body_bytes`, for at most 5 seconds), so that a client that
 /// sends its whole body before reading reads the answer (RFC 9112 §9.6);
 /// then the connection closes.
-async fn too_large<B>(limit: usize, body: Option<B>) -> Response
+async fn too_large<B>(limit: usize, body: Option<B>) -> ApiResponse
 where
     B: Body<Data = Bytes> + Unpin,
 {
@@ -141,7 +146,9 @@ pub async fn api_routed(app: State<AppState>, req: Request) -> Response {
         .extensions()
         .get::<Peer>()
         .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0);
-    api(app.ctx.clone(), req, peer).await
+    api(app.ctx.clone(), req, peer)
+        .await
+        .map(axum::body::Body::new)
 }
 
 /// `POST /api`: one envelope in, one reply out. The body must arrive
@@ -158,7 +165,7 @@ pub fn api<B>(
     ctx: Arc<Ctx>,
     req: axum::http::Request<B>,
     peer: std::net::SocketAddr,
-) -> impl std::future::Future<Output = Response> + Send
+) -> impl std::future::Future<Output = ApiResponse> + Send
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Send,
@@ -173,7 +180,7 @@ async fn answer<B>(
     mut body: B,
     idempotency_key: Option<HeaderValue>,
     peer: std::net::SocketAddr,
-) -> Response
+) -> ApiResponse
 where
     B: Body<Data = Bytes> + Unpin,
 {

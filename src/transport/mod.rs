@@ -19,6 +19,7 @@ pub mod console;
 pub mod health;
 pub mod http;
 pub mod inbound;
+pub mod side;
 pub mod socket;
 pub mod ws;
 
@@ -223,14 +224,16 @@ async fn serve_conn<I: socket::Accepted>(
         w.busy();
         let upgrade = req.headers().contains_key(axum::http::header::UPGRADE);
         let inner = if reserve && !matches!(req.uri().path(), "/healthz" | "/metrics") {
-            Either::Left(Either::Right(std::future::ready(Ok(at_capacity()))))
+            Either::Left(Either::Right(std::future::ready(Ok(
+                at_capacity().map(Answer::Right)
+            ))))
         } else if req.method() == Method::POST && req.uri().path() == "/api" {
             // The context alone (one reference count, not the whole state).
             // Boxed: hyper moves the service's future into place.
             let api = http::api(app.ctx.clone(), req, peer);
-            Either::Left(Either::Left(Box::pin(
-                api.map(Ok::<_, std::convert::Infallible>),
-            )))
+            Either::Left(Either::Left(Box::pin(api.map(|res| {
+                Ok::<_, std::convert::Infallible>(res.map(Answer::Left))
+            }))))
         } else {
             if upgrade {
                 req.extensions_mut().insert(ConnInfo {
@@ -241,7 +244,10 @@ async fn serve_conn<I: socket::Accepted>(
             } else {
                 req.extensions_mut().insert(http::Peer(peer));
             }
-            Either::Right(Box::pin(router.clone().oneshot(req)))
+            let routed = router.clone().oneshot(req);
+            Either::Right(Box::pin(
+                routed.map(|r| r.map(|res| res.map(Answer::Right))),
+            ))
         };
         let w = w.clone();
         async move {
@@ -311,25 +317,41 @@ fn stopped(stop: Result<Stop, tokio::task::JoinError>, peer: SocketAddr) {
 async fn drive<C, E>(
     conn: C,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
-    guard: tokio_util::task::AbortOnDropHandle<Stop>,
+    mut guard: tokio_util::task::AbortOnDropHandle<Stop>,
     peer: SocketAddr,
 ) where
     C: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    use std::future::Future;
+    use std::task::Poll;
     tokio::pin!(conn);
-    tokio::select! {
-        biased;
-        r = conn.as_mut() => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection error") },
-        stop = guard => match stop {
-            Ok(Stop::Shutdown) => {
-                graceful(conn.as_mut());
-                let _ = conn.await;
+    // The watchdog is polled only when it fired, not on every wake-up of
+    // the connection (see [`side`]).
+    let side = side::Side::new();
+    let ended = std::future::poll_fn(|cx| {
+        if let Some(mut side_cx) = side.woken(cx) {
+            if let Poll::Ready(stop) = std::pin::Pin::new(&mut guard).poll(&mut side_cx) {
+                return Poll::Ready(Err(stop));
             }
-            other => stopped(other, peer),
-        },
+        }
+        conn.as_mut().poll(cx).map(Ok)
+    })
+    .await;
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection error"),
+        Err(Ok(Stop::Shutdown)) => {
+            graceful(conn.as_mut());
+            let _ = conn.await;
+        }
+        Err(other) => stopped(other, peer),
     }
 }
+
+/// The body of an answer: `POST /api`'s JSON in one piece, or whatever
+/// the router's handlers answer.
+type Answer = http_body_util::Either<http_body_util::Full<bytes::Bytes>, axum::body::Body>;
 
 /// The answer of a connection admitted at the cap to anything but health
 /// and metrics.

@@ -16,6 +16,7 @@
 //! | 4000 | no frame for `heartbeat_timeout`, or no `connect` within `connect_timeout` |
 //! | 4001 | too slow: more than `socket_queue` events undelivered |
 
+use super::side::Side;
 use super::socket::{Socket, Take};
 use super::{AppState, ConnInfo, ConnPermit};
 use crate::auth::Caller;
@@ -27,13 +28,10 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{timeout, Instant};
@@ -609,63 +607,6 @@ enum Step {
     Frame(Incoming),
     Event(Result<crate::model::Event, RecvError>),
     Idle,
-}
-
-/// The waker of a session's other wake-up sources (its kick cell, event
-/// receiver and idle timer): they are polled again only after one of them
-/// fired. Polled with the task's own waker, as `select!` did, each was
-/// polled on every frame too and checked its state under an atomic or a
-/// lock to find nothing new (callgrind, scenario M2: ~0.55k instructions
-/// per round trip).
-struct Side {
-    flag: Arc<SideFlag>,
-    waker: Waker,
-}
-
-struct SideFlag {
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl std::task::Wake for SideFlag {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-impl Side {
-    /// Woken at first, so that the sources are polled once and register.
-    fn new() -> Side {
-        let flag = Arc::new(SideFlag {
-            woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        });
-        Side {
-            waker: Waker::from(flag.clone()),
-            flag,
-        }
-    }
-
-    /// A context to poll the sources with, when one of them woke the task
-    /// (or [`Side::open`] asked) since the last time. Registers the task's
-    /// waker first, so that a wake-up in between is not lost.
-    fn woken(&self, cx: &Context<'_>) -> Option<Context<'_>> {
-        self.flag.task.register(cx.waker());
-        self.flag
-            .woken
-            .swap(false, Ordering::AcqRel)
-            .then(|| Context::from_waker(&self.waker))
-    }
-
-    /// Polls the sources next time whatever woke the task.
-    fn open(&self) {
-        self.flag.woken.store(true, Ordering::Release);
-    }
 }
 
 /// Replays the events of `org` after `from` up to `durable` (the log's last
