@@ -14,6 +14,7 @@
 //!   handlers, `body_read_timeout`; sockets by their own timers.) A
 //!   connection that overstays its phase is closed.
 
+use bytes::{Buf, Bytes};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -226,21 +227,36 @@ impl Watch {
     }
 }
 
-/// A connection's IO that tells its [`Watch`] when a request's bytes start.
+/// A connection's IO that tells its [`Watch`] when a request's bytes start,
+/// and serves first what was read from it and put back
+/// ([`Watched::unread`], see [`super::socket::sniff`]).
 pub struct Watched<I> {
     io: I,
     watch: Arc<Watch>,
+    head: Bytes,
 }
 
 impl<I> Watched<I> {
     /// Wraps `io`.
     pub fn new(io: I, watch: Arc<Watch>) -> Watched<I> {
-        Watched { io, watch }
+        Watched {
+            io,
+            watch,
+            head: Bytes::new(),
+        }
     }
 
-    /// The stream, unwatched (a WebSocket session bounds its own time).
-    pub fn into_inner(self) -> I {
-        self.io
+    /// Puts `bytes`, read from the stream, back in front of what it reads
+    /// next (which they must precede).
+    pub fn unread(&mut self, bytes: Bytes) {
+        debug_assert!(self.head.is_empty(), "one put-back at a time");
+        self.head = bytes;
+    }
+
+    /// The stream, unwatched (a WebSocket session bounds its own time),
+    /// and the bytes put back that were not read again.
+    pub fn into_parts(self) -> (I, Bytes) {
+        (self.io, self.head)
     }
 }
 
@@ -250,6 +266,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if !self.head.is_empty() {
+            // Already seen by the watch when first read.
+            let n = self.head.len().min(buf.remaining());
+            buf.put_slice(&self.head[..n]);
+            self.head.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {

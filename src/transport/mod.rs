@@ -218,7 +218,7 @@ async fn serve_conn<I: socket::Accepted>(
     let header = crate::config::Config::secs(app.ctx.config.header_read_timeout);
     let keepalive = crate::config::Config::secs(app.ctx.config.keepalive_timeout);
     let watch = conn::Watch::new(header, keepalive);
-    let io = conn::Watched::new(io, watch.clone());
+    let mut io = conn::Watched::new(io, watch.clone());
     let w = watch.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         w.busy();
@@ -271,10 +271,10 @@ async fn serve_conn<I: socket::Accepted>(
             _ = shutdown.cancelled() => Stop::Shutdown,
         }
     }));
-    let (h2, io) = tokio::select! {
+    let h2 = tokio::select! {
         biased;
-        r = socket::sniff(io) => match r {
-            Ok(sniffed) => sniffed,
+        r = socket::sniff(&mut io) => match r {
+            Ok(h2) => h2,
             Err(e) => return tracing::debug!(%peer, error = %e, "connection error"),
         },
         stop = &mut guard => return stopped(stop, peer),

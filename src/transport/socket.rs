@@ -11,7 +11,7 @@
 //! (callgrind, scenario M2: ~0.35k instructions per round trip were the
 //! layers of the upgraded stream).
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::pin::Pin;
@@ -62,9 +62,9 @@ pub type Take = fn(Upgraded) -> (Socket, Bytes);
 
 /// [`Take`] for a connection served over `I` (see [`serve`]).
 pub fn take<I: Accepted>(upgraded: Upgraded) -> (Socket, Bytes) {
-    match upgraded.downcast::<TokioIo<Prefixed<Watched<I>>>>() {
+    match upgraded.downcast::<TokioIo<Watched<I>>>() {
         Ok(parts) => {
-            let Prefixed { head, io } = parts.io.into_inner();
+            let (io, head) = parts.io.into_inner().into_parts();
             let read = if head.is_empty() {
                 parts.read_buf
             } else {
@@ -72,17 +72,17 @@ pub fn take<I: Accepted>(upgraded: Upgraded) -> (Socket, Bytes) {
                 b.extend_from_slice(&parts.read_buf);
                 b.freeze()
             };
-            (io.into_inner().into_socket(), read)
+            (io.into_socket(), read)
         }
         Err(upgraded) => (Socket::Upgraded(TokioIo::new(upgraded)), Bytes::new()),
     }
 }
 
 /// Reads the start of a connection, up to the length of the HTTP/2
-/// preface or the first byte that differs from it. Returns whether the
-/// client speaks HTTP/2 with prior knowledge, and the stream with the
-/// bytes read put back in front. Errors: the stream's.
-pub async fn sniff<I: AsyncRead + Unpin>(mut io: I) -> std::io::Result<(bool, Prefixed<I>)> {
+/// preface or the first byte that differs from it, and puts what it read
+/// back in front of the stream. Returns whether the client speaks HTTP/2
+/// with prior knowledge. Errors: the stream's.
+pub async fn sniff<I: AsyncRead + Unpin>(io: &mut Watched<I>) -> std::io::Result<bool> {
     let mut buf = [0u8; PREFACE.len()];
     let mut n = 0;
     while n < buf.len() {
@@ -95,61 +95,8 @@ pub async fn sniff<I: AsyncRead + Unpin>(mut io: I) -> std::io::Result<(bool, Pr
             break;
         }
     }
-    let h2 = n == PREFACE.len() && buf == *PREFACE;
-    let head = Bytes::copy_from_slice(&buf[..n]);
-    Ok((h2, Prefixed { head, io }))
-}
-
-/// A stream with bytes already read from it put back in front.
-pub struct Prefixed<I> {
-    head: Bytes,
-    io: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.head.is_empty() {
-            let n = self.head.len().min(buf.remaining());
-            buf.put_slice(&self.head[..n]);
-            self.head.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
+    io.unread(Bytes::copy_from_slice(&buf[..n]));
+    Ok(n == PREFACE.len() && buf == *PREFACE)
 }
 
 /// `$e` on the stream of whichever kind `$s` is.
@@ -220,7 +167,12 @@ mod tests {
             let (mut client, server) = tokio::io::duplex(64);
             client.write_all(sent).await.unwrap();
             drop(client);
-            let (is_h2, mut io) = sniff(server).await.unwrap();
+            let watch = super::super::conn::Watch::new(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(1),
+            );
+            let mut io = Watched::new(server, watch);
+            let is_h2 = sniff(&mut io).await.unwrap();
             assert_eq!(is_h2, h2, "{sent:?}");
             let mut again = Vec::new();
             io.read_to_end(&mut again).await.unwrap();
