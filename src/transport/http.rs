@@ -28,12 +28,12 @@ const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit
 const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
-/// Turns a reply into the HTTP response: JSON body, status by class,
-/// `Retry-After` (whole seconds, at least 1) when rate limited.
 /// What `POST /api` answers: the reply's JSON in one piece. A concrete
 /// body rather than axum's boxed one, which cost an allocation per request.
 pub type ApiResponse = axum::http::Response<Full<Bytes>>;
 
+/// Turns a reply into the HTTP response: JSON body, status by class,
+/// `Retry-After` (whole seconds, at least 1) when rate limited.
 pub fn respond(reply: &Reply) -> ApiResponse {
     respond_with(reply, reply.http_status())
 }

@@ -281,7 +281,10 @@ async fn kicks_and_resumes_cross_nodes() {
 async fn one_node_delivers_the_webhook_and_another_takes_over_after_kill_9() {
     let receiver = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(50)))
+        // Slow enough that the backlog outlasts the 100 writes that make
+        // it, even when those are slowed by the other cluster tests (at
+        // 50 ms the deliveries once kept up with them).
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(100)))
         .mount(&receiver)
         .await;
     let cluster = Cluster::new(&[("CONVGATE_WEBHOOK_CONCURRENCY", "1")]);
@@ -294,7 +297,7 @@ async fn one_node_delivers_the_webhook_and_another_takes_over_after_kill_9() {
     for i in 0..20 {
         upsert(if i % 2 == 0 { &b } else { &c }, i).await;
     }
-    // A backlog (one delivery at a time, 50 ms each), then A dies.
+    // A backlog (one delivery at a time, 100 ms each), then A dies.
     for i in 20..120 {
         upsert(&c, i).await;
     }
