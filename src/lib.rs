@@ -13,7 +13,7 @@
 //!   (`/channels/{kind}/{botID}`, providers' webhooks),
 //!   [`transport::health`] (`/healthz`, `/metrics`), the accept loop.
 //! - [`cmd`]: the `Command` enum, one file per command, each with its parse,
-//!   `apply` and `# Format`; [`cmd::execute`] is the one entry point.
+//!   `apply` and `# Format`; [`cmd::execute_now`] is the one entry point.
 //! - [`bootstrap`], [`maintenance`]: first start and `[[bots]]`; the
 //!   periodic housekeeping.
 //! - [`messages`]: what sends and provider webhooks mean for users,

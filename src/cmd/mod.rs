@@ -3,7 +3,7 @@
 //! Flow: bytes → [`Envelope::parse`] (1017 invalid JSON) → authentication
 //! (1000/1001, by the transport's rules) → [`Command::parse`] (1004 unknown
 //! command, field codes) → [`Command::apply`] → [`Reply`]. One command per
-//! file; `Command`'s own methods only delegate. [`execute`] is the single
+//! file; `Command`'s own methods only delegate. [`execute_now`] is the single
 //! entry point the transports call once they know the caller.
 
 mod add_conversation_note;
@@ -664,19 +664,12 @@ impl Pending<'_> {
     }
 }
 
-/// Runs one envelope for an authenticated `caller` and always returns the
-/// reply to send: the rate limit (2008), parsing and the command itself.
-pub async fn execute(ctx: &Ctx, caller: &Caller, env: &Envelope<'_>) -> Reply {
-    match execute_now(ctx, caller, env) {
-        Ok(reply) => reply,
-        Err(pending) => pending.finish().await,
-    }
-}
-
-/// [`execute`] as far as it goes without waiting: `Ok` with the reply when
-/// the command was refused or answered at once (reads), `Err` with the
-/// work left to await otherwise. The transports call this: a read then
-/// costs no future.
+/// Runs one envelope for an authenticated `caller`: the rate limit (2008),
+/// parsing and the command itself, as far as they go without waiting.
+/// `Ok` with the reply to send when the command was refused or answered
+/// at once (reads, `heartbeat`); `Err` with the work left to await
+/// otherwise, whose [`Pending::finish`] gives the reply. A read thus costs
+/// no future.
 #[tracing::instrument(skip_all, fields(cmd = %env.cmd))]
 pub fn execute_now<'a>(
     ctx: &'a Ctx,

@@ -7,7 +7,7 @@
 //! - [`health`]: `GET /healthz` and `GET /metrics`.
 //! - [`console`]: `/console…`, the agent console's page, sign-in and socket.
 //!
-//! Transports only move bytes: commands go to [`crate::cmd::execute`],
+//! Transports only move bytes: commands go to [`crate::cmd::execute_now`],
 //! provider webhooks to their channel and [`crate::messages`]. A connection
 //! permit (`max_connections`) is taken before each accept and held for the
 //! life of the connection, WebSocket sessions included. On shutdown the

@@ -3,7 +3,7 @@
 //! A session is one `select!` loop over the socket, the organization's bus
 //! subscription, kicks from the registry and shutdown. The first frame must be
 //! `connect` with a token (reference, "Connect via Websocket"); afterwards
-//! commands come without a token and go through [`cmd::execute`], and events
+//! commands come without a token and go through [`cmd::execute_now`], and events
 //! are written as they come.
 //!
 //! # Close codes (RFC 6455 §7.4; 4000–4999 are convgate's own)
