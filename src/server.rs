@@ -130,7 +130,7 @@ pub async fn start(config: Config) -> Result<Gateway, ServerError> {
     };
     let store = match &config.store {
         Some(url) => Store::open_postgres(url.expose(), config.store_pool, on_durable).await?,
-        None => Store::open(&config.data_dir, on_durable)?,
+        None => Store::open(&config.data_dir, on_durable).await?,
     };
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();

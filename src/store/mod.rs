@@ -152,6 +152,40 @@ impl Closing {
     }
 }
 
+/// How long [`Store::open`] waits for a lock that this process's earlier
+/// store of the same directory has not let go yet.
+pub const RELOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Data directories a store of this process has opened (canonical paths):
+/// only their locks can be this process's own, lingering after a close.
+static OPENED_HERE: std::sync::LazyLock<Mutex<std::collections::HashSet<PathBuf>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// [`OPENED_HERE`], locked (a panic elsewhere does not poison it for us).
+fn opened_here() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
+    OPENED_HERE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens sled under `dir/db`. Errors: [`StoreError::Locked`] when the
+/// directory's lock is held.
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(dir.join("db"))
+        // Acknowledged writes are durable in the write-ahead log; sled is
+        // flushed by the engine's checkpoints.
+        .flush_every_ms(None)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                StoreError::Locked(dir.to_path_buf())
+            }
+            sled::Error::Io(io) if io.to_string().contains("lock") => {
+                StoreError::Locked(dir.to_path_buf())
+            }
+            e => StoreError::Sled(e),
+        })
+}
+
 /// The maps read on every command (caches, durable positions, key use):
 /// foldhash with a random seed per map rather than SipHash, which was
 /// ~0.5k instructions of a POST `GetUser` (callgrind). Their keys come from
@@ -271,25 +305,27 @@ impl Store {
     /// earlier layout ([`migrate`]), and starts its flusher task.
     /// `on_durable` receives each event after the sync that made it durable.
     ///
+    /// A restart in the same process (tests, an embedding host) may find
+    /// the directory still locked for a moment after the last handle of the
+    /// earlier store dropped: sled lets its lock go when its own background
+    /// jobs end. Such a lock is waited for, at most [`RELOCK_WAIT`]; a lock
+    /// held by another process is an error at once.
+    ///
     /// Errors: [`StoreError::Locked`] when another process has `dir` open.
-    /// Must be called inside a tokio runtime.
-    pub fn open(dir: &Path, on_durable: OnDurable) -> Result<Store, StoreError> {
+    pub async fn open(dir: &Path, on_durable: OnDurable) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            // Acknowledged writes are durable in the write-ahead log; sled
-            // is flushed by the engine's checkpoints.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Locked(dir.to_path_buf())
+        let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let ours = opened_here().contains(&key);
+        let deadline = std::time::Instant::now() + RELOCK_WAIT;
+        let db = loop {
+            match open_sled(dir) {
+                Err(StoreError::Locked(_)) if ours && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
-                sled::Error::Io(io) if io.to_string().contains("lock") => {
-                    StoreError::Locked(dir.to_path_buf())
-                }
-                e => StoreError::Sled(e),
-            })?;
+                r => break r?,
+            }
+        };
+        opened_here().insert(key);
         Store::with_kv(kv::Kv::Local(engine::Engine::open(db, dir)?), on_durable)
     }
 

@@ -78,6 +78,30 @@ async fn concurrent_writers_are_all_durable_and_seq_is_gap_free() {
     let _ = uid;
 }
 
+/// A restart in the same process (what `restart` does here) may find sled's
+/// lock on the data dir not yet let go; the new store waits for it rather
+/// than failing with `Locked`. Here the earlier gateway still runs when the
+/// second starts, and stops 300 ms later.
+#[tokio::test]
+async fn a_restart_in_the_same_process_waits_for_the_earlier_stores_lock() {
+    let mut gw = spawn_gateway().await;
+    let uid = gw.seed_user(3941, "+447922029419", "Billy Bob").await;
+    let first = gw.gw.take().expect("running");
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        first.shutdown();
+        first.wait().await.expect("clean shutdown");
+    });
+    let second = convgate::server::start(gw.config.clone())
+        .await
+        .expect("the second start waits for the lock");
+    stopper.await.unwrap();
+    gw.gw = Some(second);
+    let (status, user) = gw.cmd("GetUser", json!({"uid": uid})).await;
+    assert_eq!(status, 200, "{user}");
+    assert_eq!(user["data"]["name"], "Billy Bob");
+}
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_convgate"));
     c.env_remove("CONVGATE_BOOTSTRAP_TOKEN")
