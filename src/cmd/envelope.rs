@@ -274,6 +274,24 @@ impl<'a> Scanner<'a> {
     /// escape (escapes are decoded by `serde_json`, which also refuses lone
     /// surrogates).
     fn string(&mut self) -> Result<Cow<'a, str>, ScanError> {
+        // Most strings hold no escape: their plain run ends at the closing
+        // quote. One run and one slice, no call (callgrind: a string cost
+        // ~240 instructions through `skip_string`).
+        let bytes = self.bytes();
+        let from = self.at + 1;
+        let end = from + plain_run(&bytes[from..]);
+        if bytes.get(end) == Some(&b'"') {
+            self.at = end + 1;
+            return Ok(Cow::Borrowed(&self.text[from..end]));
+        }
+        self.escaped_string()
+    }
+
+    /// [`Scanner::string`] of a string that holds an escape or is not
+    /// well formed.
+    #[cold]
+    #[inline(never)]
+    fn escaped_string(&mut self) -> Result<Cow<'a, str>, ScanError> {
         let start = self.at;
         let escaped = self.skip_string()?;
         let text = &self.text[start..self.at];
