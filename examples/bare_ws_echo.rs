@@ -4,16 +4,23 @@
 //! stay open, which makes it the idle-server baseline too. A text frame
 //! `fanout:<text>` sends `<text>` to every socket instead, through a tokio
 //! broadcast channel as the gateway's event bus does (the fan-out baseline).
+//! With a second argument `floor`, it answers each text frame as the
+//! protocol's floor does instead (`common/floor.rs`; the socket counts as
+//! authenticated, as after the gateway's `connect`).
 //!
 //! ```sh
-//! cargo run --release --example bare_ws_echo -- 127.0.0.1:9002
+//! cargo run --release --example bare_ws_echo -- 127.0.0.1:9002 [floor]
 //! ```
 
 use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+
+#[path = "common/floor.rs"]
+pub mod floor;
 
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -25,6 +32,11 @@ fn config() -> WebSocketConfig {
 
 /// Serves until the process ends.
 pub async fn serve(listener: TcpListener) {
+    serve_as(listener, None).await
+}
+
+/// [`serve`], answering text frames as `floor` when given.
+pub async fn serve_as(listener: TcpListener, floor: Option<Arc<floor::Floor>>) {
     let (fanout, _) = broadcast::channel::<Message>(1024);
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -32,6 +44,7 @@ pub async fn serve(listener: TcpListener) {
         };
         let _ = tcp.set_nodelay(true);
         let fanout = fanout.clone();
+        let floor = floor.clone();
         tokio::spawn(async move {
             let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config())).await
             else {
@@ -46,7 +59,12 @@ pub async fn serve(listener: TcpListener) {
                                 let _ = fanout.send(Message::text(text));
                                 continue;
                             }
-                            None => Message::Text(t),
+                            None => match &floor {
+                                None => Message::Text(t),
+                                Some(f) => Message::text(
+                                    f.answer(t.as_bytes(), Some(1)).unwrap_or_else(|e| e),
+                                ),
+                            },
                         },
                         Some(Ok(_)) => continue,
                         _ => break,
@@ -78,7 +96,9 @@ async fn main() {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9002".into());
+    let floor = (std::env::args().nth(2).as_deref() == Some("floor"))
+        .then(|| Arc::new(floor::Floor::default()));
     let listener = TcpListener::bind(&addr).await.expect("bind");
     eprintln!("bare_ws_echo on {}", listener.local_addr().unwrap());
-    serve(listener).await;
+    serve_as(listener, floor).await;
 }

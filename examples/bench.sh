@@ -59,7 +59,7 @@ start_gateway() {
   PID=$!; wait_port
 }
 start_bare() {
-  taskset -c 0 "$BIN/examples/$1" "127.0.0.1:$PORT" 2>/dev/null &
+  taskset -c 0 "$BIN/examples/$1" "127.0.0.1:$PORT" "${@:2}" 2>/dev/null &
   PID=$!; wait_port
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
@@ -149,6 +149,9 @@ for _ in $(seq 1 "$REPEAT"); do
   done
   kill "$bare"; wait "$bare" 2>/dev/null || true; bare=
   PID=$gw; stop
+  # The protocol's floor (examples/common/floor.rs): the bare echo doing
+  # only the work any gateway must do for GetUser.
+  start_bare bare_http_echo floor; lg --scenario m1 --target floor --connections 64; stop
   fi
   # M2: WebSocket round trips, 100 sockets.
   if has m2; then
@@ -159,6 +162,7 @@ for _ in $(seq 1 "$REPEAT"); do
   check m2 "bare tungstenite echo: raw-frame client vs tungstenite client (ABBA means)" "$(mean "$a" "$a2")" "$(mean "$b1" "$b2")"
   stop
   start_gateway; lg --scenario m2 --connections 100; stop
+  start_bare bare_ws_echo floor; lg --scenario m2 --target floor --connections 100; stop
   fi
   # M3: 10,000 idle sockets, RSS per socket.
   if has m3; then
@@ -267,6 +271,21 @@ rows.append(("M1", "POST GetUser, 64 conns", f"{g:.0f} req/s vs bare {b:.0f}", p
 rows.append(("M1", "p50 / p99 at half max rate (paced open loop, 3 alternations per repeat)", f"{med('m1','gateway','p50_us',rate=True)/1000:.3f} / {med('m1','gateway','p99_us',rate=True)/1000:.2f} ms vs bare {med('m1','bare','p50_us',rate=True)/1000:.3f} / {med('m1','bare','p99_us',rate=True)/1000:.2f} ms at the same rate; pacing late p99 {med('m1','gateway','pace_late_p99_us',rate=True):.0f} / {med('m1','bare','pace_late_p99_us',rate=True):.0f} us", "", "p99 no worse than bare"))
 g, b = med("m2","gateway","ops_per_s"), med("m2","bare","ops_per_s")
 rows.append(("M2", "WS GetUser, 100 sockets", f"{g:.0f} rt/s vs bare {b:.0f}", paired("m2"), ">= 0.8x"))
+# The protocol's floor, measured in the same repeats: what any gateway's
+# GetUser costs over the echo, and what convgate adds over that.
+def floor_rows(scn, unit):
+    pick = lambda t: [r["ops_per_s"] for r in runs if r["scenario"] == scn and r["target"] == t
+                      and not (r.get("rate", 0) or 0) and r.get("client", "raw") == "raw"]
+    f, g, b = pick("floor"), pick("gateway"), pick("bare")
+    if not f:
+        return
+    per = lambda xs, ys: ", ".join(f"{x / y:.2f}" for x, y in zip(xs, ys))
+    med_ratio = lambda xs, ys: statistics.median([x / y for x, y in zip(xs, ys)])
+    rows.append((scn.upper(), "protocol floor (serde_json envelope, map lookups, reply)",
+                 f"{statistics.median(f):.0f} {unit}; convgate / floor {med_ratio(g, f):.2f}x ({per(g, f)})",
+                 f"floor / bare {med_ratio(f, b):.2f}x ({per(f, b)})", "report"))
+floor_rows("m1", "req/s")
+floor_rows("m2", "rt/s")
 g, b = med("m3","gateway","rss_per_socket_kib"), med("m3","bare","rss_per_socket_kib")
 rows.append(("M3", "10,000 idle sockets", f"{g:.2f} KiB/socket vs bare {b:.2f}", "", "<= 8 KiB"))
 for n, target in ((1000, "<= 5 ms"), (10000, "<= 40 ms")):
@@ -296,7 +315,7 @@ for c in checks:
     print(f"  {c['check'].upper()} {c['what']}: {c['bench']:.0f} vs {c['independent']:.0f} -> {'ok' if c['ok'] else 'FAILED'}")
 print("\nCPU during the measured window (cores; generator on core 1, server on core 0), medians:")
 for scn in ("m1", "m2", "m7"):
-    for tgt in ("bare", "gateway"):
+    for tgt in ("bare", "floor", "gateway"):
         sel = [r for r in runs if r["scenario"] == scn and r["target"] == tgt and not (r.get("rate", 0) or 0)
                and r.get("gen_cpu") is not None and r.get("client", "raw") == "raw"]
         if sel:

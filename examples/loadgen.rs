@@ -71,6 +71,9 @@ pub enum Target {
     Gateway,
     /// A bare baseline server (echo).
     Bare,
+    /// A bare baseline server in `floor` mode (m1 and m2): sent the
+    /// gateway's requests, token included, with no preparation.
+    Floor,
 }
 
 /// Options of one run.
@@ -541,6 +544,10 @@ async fn m1(o: &Opts) -> Result<Report, String> {
             )
         }
         Target::Bare => ("/", json!({"cmd": "GetUser", "uid": UID}).to_string()),
+        Target::Floor => (
+            "/api",
+            json!({"token": o.token, "cmd": "GetUser", "uid": UID}).to_string(),
+        ),
     };
     // Every request is the same bytes, prepared once.
     let req = prepared_post(
@@ -736,7 +743,7 @@ async fn upgrade(tcp: &mut TcpStream, o: &Opts) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let path = match o.target {
         Target::Gateway => "/ws",
-        Target::Bare => "/",
+        Target::Bare | Target::Floor => "/",
     };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -1060,7 +1067,7 @@ async fn m4(o: &Opts) -> Result<Report, String> {
     // events (it receives them too, unread).
     let (mut conn, mut sender) = match o.target {
         Target::Gateway => (Some(HttpConn::open(&o.addr).await?), None),
-        Target::Bare => (None, Some(open_socket(o).await?)),
+        Target::Bare | Target::Floor => (None, Some(open_socket(o).await?)),
     };
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(o.duration);
@@ -1255,7 +1262,7 @@ async fn m7(o: &Opts) -> Result<Report, String> {
             }
             format!("/channels/sms/{SMS_BOT}")
         }
-        Target::Bare => "/".to_string(),
+        Target::Bare | Target::Floor => "/".to_string(),
     };
     let base = o
         .public_base_url
@@ -1326,14 +1333,14 @@ async fn m7(o: &Opts) -> Result<Report, String> {
                 )
             };
             let ring: Vec<Bytes> = match target {
-                Target::Bare => (0..64).map(sms).collect(),
+                Target::Bare | Target::Floor => (0..64).map(sms).collect(),
                 Target::Gateway => Vec::new(),
             };
             let mut k = 0u64;
             while Instant::now() < until {
                 k += 1;
                 let req = match target {
-                    Target::Bare => ring[k as usize % ring.len()].clone(),
+                    Target::Bare | Target::Floor => ring[k as usize % ring.len()].clone(),
                     Target::Gateway => sms(k),
                 };
                 let t0 = Instant::now();
@@ -1776,7 +1783,7 @@ async fn m6(o: &Opts) -> Result<Report, String> {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        Target::Bare => {
+        Target::Bare | Target::Floor => {
             rx.gate.send_replace(true);
             started = Instant::now();
             let client = reqwest::Client::new();
@@ -1827,6 +1834,9 @@ async fn m6(o: &Opts) -> Result<Report, String> {
 
 /// Runs one scenario and returns its figures.
 pub async fn run(o: &Opts) -> Result<Report, String> {
+    if o.target == Target::Floor && !matches!(o.scenario, Scenario::M1 | Scenario::M2) {
+        return Err("--target floor is for m1 and m2 only".into());
+    }
     match o.scenario {
         Scenario::M1 => m1(o).await,
         Scenario::M2 => m2(o).await,

@@ -86,6 +86,43 @@ async fn m1_post_round_trips_closed_and_open_loop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_floor_answers_getuser_and_refuses_a_wrong_token() {
+    use bare_http_echo::floor::{Floor, TOKEN};
+    let http = bare(|l| {
+        Box::pin(bare_http_echo::serve_as(
+            l,
+            Some(std::sync::Arc::new(Floor::default())),
+        ))
+    })
+    .await;
+    let r = loadgen::run(&opts(Scenario::M1, Target::Floor, http.clone(), TOKEN, 4))
+        .await
+        .unwrap();
+    assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+    // Every request with another token is answered 400 (errorCode 1001).
+    let r = loadgen::run(&opts(Scenario::M1, Target::Floor, http, "not-the-token", 4))
+        .await
+        .unwrap();
+    assert!(r.operations == 0 && r.errors > 0, "{r:?}");
+    let ws = bare(|l| {
+        Box::pin(bare_ws_echo::serve_as(
+            l,
+            Some(std::sync::Arc::new(bare_ws_echo::floor::Floor::default())),
+        ))
+    })
+    .await;
+    let r = loadgen::run(&opts(Scenario::M2, Target::Floor, ws, TOKEN, 4))
+        .await
+        .unwrap();
+    assert!(r.operations > 0 && r.errors == 0, "{r:?}");
+    // The floor is for m1 and m2 only.
+    let err = loadgen::run(&opts(Scenario::M5, Target::Floor, String::new(), TOKEN, 1))
+        .await
+        .unwrap_err();
+    assert!(err.contains("m1 and m2"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m2_websocket_round_trips() {
     let gw = bench_gateway().await;
     let r = loadgen::run(&opts(
@@ -108,7 +145,7 @@ async fn m2_websocket_round_trips() {
     for target in [Target::Gateway, Target::Bare] {
         let addr = match target {
             Target::Gateway => gw.gw().addr.to_string(),
-            Target::Bare => bare_addr.clone(),
+            Target::Bare | Target::Floor => bare_addr.clone(),
         };
         let mut o = opts(Scenario::M2, target, addr, &gw.token, 4);
         o.client = loadgen::WsClient::Tungstenite;
