@@ -19,6 +19,8 @@ use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
+// Both bare echoes include the floor; the smoke test includes both echoes.
+#[allow(clippy::duplicate_mod)]
 #[path = "common/floor.rs"]
 pub mod floor;
 
