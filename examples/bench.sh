@@ -18,11 +18,15 @@
 # raw-frame client for M2, and wrk against the webhook receiver for M6 (its
 # capacity must exceed both delivery rates by 10 %). A failed check reports
 # the ratio as "generator-bound" instead of a figure. The two generators
-# are run in ABBA order (bench, independent, independent, bench; the ratio
-# uses the first bench run) and each side's two rates are averaged: the bare
-# server's rate drifts with the VM's share of the host, and a drift that is
-# linear over the four runs cancels out instead of failing the check (the
-# order AB let a drift of >10 % in 20 s fail M2's check). Every run also
+# are run in ABBA order (bench, independent, independent, bench) and each
+# side's two rates are averaged: the bare server's rate drifts with the
+# VM's share of the host, and a drift that is linear over the four runs
+# cancels out instead of failing the check (the order AB let a drift of
+# >10 % in 20 s fail M2's check). For M1 and M2 the gateway and the
+# protocol's floor run beside the bare echo and are measured inside that
+# palindrome (echo, gateway, floor, independent, independent, floor,
+# gateway, echo), and each ratio pairs runs at the same distance from its
+# middle. Every run also
 # records the generator's and the server's CPU use (cores); two generators
 # that agree may both be at their limit, so when the bench generator used
 # 0.9 of its core or more against a bare server, that ratio is printed as
@@ -42,7 +46,7 @@ WORK=$(mktemp -d)
 RUNS="$WORK/runs.jsonl"
 PID=
 bare=
-trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; [ -n "$bare" ] && kill "$bare" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'for p in "$PID" "${gw:-}" "$bare" "${floor:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
 
 wait_port() {
   for _ in $(seq 1 200); do
@@ -63,6 +67,19 @@ start_bare() {
   PID=$!; wait_port
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+# The gateway on PORT, bare echo $1 on BAREP and the same echo as the
+# protocol's floor on FLOORP, side by side on core 0 (an idle server costs
+# nothing); their pids in gw, bare and floor.
+BAREP=$((PORT + 1))
+FLOORP=$((PORT + 2))
+gw= floor=
+start_servers() {
+  start_gateway; gw=$PID
+  PORT=$BAREP start_bare "$1"; bare=$PID
+  PORT=$FLOORP start_bare "$1" floor; floor=$PID
+  PID=
+}
+stop_servers() { kill "$gw" "$bare" "$floor"; wait "$gw" "$bare" "$floor" 2>/dev/null || true; gw= bare= floor=; }
 # M10: nodes on PostgreSQL ($PG, a fresh database per start) and NATS
 # ($NATS), listening on PORT, PORT+1, …; all pinned to core 0 like the
 # single gateway.
@@ -126,43 +143,50 @@ mean() { python3 -c 'import sys; print((float(sys.argv[1]) + float(sys.argv[2]))
 ONLY=${ONLY:-m1 m2 m3 m4 m5 m6 m7 m8 m9 m10}
 has() { [[ " $ONLY " == *" $1 "* ]]; }
 for _ in $(seq 1 "$REPEAT"); do
-  # M1: POST GetUser, 64 keep-alive connections; then the gateway at half its
-  # rate, and the bare echo at that same rate (the machine's own latency there).
+  # M1: POST GetUser, 64 keep-alive connections. The gateway, the bare echo
+  # and the protocol's floor (examples/common/floor.rs: the echo doing only
+  # the work any gateway must do for GetUser) run side by side and are
+  # measured in a palindrome — echo, gateway, floor, wrk, wrk, floor,
+  # gateway, echo — so that a drift of the machine that is linear over the
+  # eight runs cancels out of every ratio and of the generator check (the
+  # echo served 87k req/s in the first run of a repeat and 105-113k in its
+  # last when each server ran alone in turn).
   if has m1; then
-  start_bare bare_http_echo; lg --scenario m1 --target bare --connections 64; a=$(last_rate)
-  b1=$(wrk_rate 1 /api application/json '{"cmd":"GetUser","uid":"3941-wa3-447922029419"}')
-  b2=$(wrk_rate 1 /api application/json '{"cmd":"GetUser","uid":"3941-wa3-447922029419"}')
-  a2=$(lg_rate --scenario m1 --target bare --connections 64)
+  body='{"cmd":"GetUser","uid":"3941-wa3-447922029419"}'
+  start_servers bare_http_echo
+  PORT=$BAREP PID=$bare lg --scenario m1 --target bare --connections 64; a=$(last_rate)
+  PID=$gw lg --scenario m1 --connections 64; g1=$(last_rate)
+  PORT=$FLOORP PID=$floor lg --scenario m1 --target floor --connections 64
+  b1=$(PORT=$BAREP wrk_rate 1 /api application/json "$body")
+  b2=$(PORT=$BAREP wrk_rate 1 /api application/json "$body")
+  PORT=$FLOORP PID=$floor lg --scenario m1 --target floor --connections 64
+  PID=$gw lg --scenario m1 --connections 64; g2=$(last_rate)
+  PORT=$BAREP PID=$bare lg --scenario m1 --target bare --connections 64; a2=$(last_rate)
   check m1 "bare hyper echo: loadgen vs wrk (ABBA means)" "$(mean "$a" "$a2")" "$(mean "$b1" "$b2")"
-  stop
-  start_gateway
-  max=$(lg --scenario m1 --connections 64 | tee /dev/stderr | python3 -c 'import json,sys; print(json.load(sys.stdin)["ops_per_s"])')
-  half=$(python3 -c "print($max/2)")
-  # At half rate the p99 is set by the VM's stalls more than by either
-  # server (one run of the bare echo: 0.47 ms, the next 8.9 ms), so the two
-  # servers run side by side (the bare echo on PORT+1; the idle one costs
-  # nothing) and alternate three times, gateway first.
-  gw=$PID; PORT=$((PORT + 1)); start_bare bare_http_echo; bare=$PID; PORT=$((PORT - 1))
+  # At half the gateway's rate the p99 is set by the VM's stalls more than
+  # by either server (one run of the bare echo: 0.47 ms, the next 8.9 ms),
+  # so the gateway and the echo alternate three times, gateway first.
+  half=$(python3 -c "print(($g1 + $g2) / 4)")
   for _ in 1 2 3; do
-    PID=$gw; lg --scenario m1 --connections 64 --rate "$half"
-    PID=$bare; PORT=$((PORT + 1)); lg --scenario m1 --target bare --connections 64 --rate "$half"; PORT=$((PORT - 1))
+    PID=$gw lg --scenario m1 --connections 64 --rate "$half"
+    PORT=$BAREP PID=$bare lg --scenario m1 --target bare --connections 64 --rate "$half"
   done
-  kill "$bare"; wait "$bare" 2>/dev/null || true; bare=
-  PID=$gw; stop
-  # The protocol's floor (examples/common/floor.rs): the bare echo doing
-  # only the work any gateway must do for GetUser.
-  start_bare bare_http_echo floor; lg --scenario m1 --target floor --connections 64; stop
+  stop_servers
   fi
-  # M2: WebSocket round trips, 100 sockets.
+  # M2: WebSocket round trips, 100 sockets; the same palindrome, the
+  # tungstenite client as the independent generator.
   if has m2; then
-  start_bare bare_ws_echo; lg --scenario m2 --target bare --connections 100; a=$(last_rate)
-  lg --scenario m2 --target bare --connections 100 --client tungstenite; b1=$(last_rate)
-  b2=$(lg_rate --scenario m2 --target bare --connections 100 --client tungstenite)
-  a2=$(lg_rate --scenario m2 --target bare --connections 100)
+  start_servers bare_ws_echo
+  PORT=$BAREP PID=$bare lg --scenario m2 --target bare --connections 100; a=$(last_rate)
+  PID=$gw lg --scenario m2 --connections 100
+  PORT=$FLOORP PID=$floor lg --scenario m2 --target floor --connections 100
+  PORT=$BAREP PID=$bare lg --scenario m2 --target bare --connections 100 --client tungstenite; b1=$(last_rate)
+  b2=$(PORT=$BAREP PID=$bare lg_rate --scenario m2 --target bare --connections 100 --client tungstenite)
+  PORT=$FLOORP PID=$floor lg --scenario m2 --target floor --connections 100
+  PID=$gw lg --scenario m2 --connections 100
+  PORT=$BAREP PID=$bare lg --scenario m2 --target bare --connections 100; a2=$(last_rate)
   check m2 "bare tungstenite echo: raw-frame client vs tungstenite client (ABBA means)" "$(mean "$a" "$a2")" "$(mean "$b1" "$b2")"
-  stop
-  start_gateway; lg --scenario m2 --connections 100; stop
-  start_bare bare_ws_echo floor; lg --scenario m2 --target floor --connections 100; stop
+  stop_servers
   fi
   # M3: 10,000 idle sockets, RSS per socket.
   if has m3; then
@@ -257,7 +281,7 @@ def paired(scn):
     failed = [c for c in checks if c["check"] == scn and not c["ok"]]
     if failed:
         return f"generator-bound ({len(failed)} of {len([c for c in checks if c['check'] == scn])} checks failed)"
-    out = f"{statistics.median(pairs):.2f}x (per repeat: {', '.join(f'{p:.2f}' for p in pairs)})"
+    out = f"{statistics.median(pairs):.2f}x (per pair of runs: {', '.join(f'{p:.2f}' for p in pairs)})"
     # Two generators that agree can both be at their limit: then the bare
     # server's rate is only a lower bound, and the ratio an upper bound.
     busy = [r["gen_cpu"] for r in runs if r["scenario"] == scn and r["target"] == "bare"

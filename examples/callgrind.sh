@@ -4,13 +4,14 @@
 # GetUser round trip), 8 connections.
 #
 #   bash examples/callgrind.sh            # SECONDS_ON=6
-#   OUT=/tmp/cg bash examples/callgrind.sh  # keeps callgrind.out.m1/m2 for
+#   OUT=/tmp/cg bash examples/callgrind.sh  # keeps callgrind.out.m1, .m1floor, .m1bare, … for
 #                                           # callgrind_annotate --inclusive=yes
 #
 # Starts convgate under `valgrind --tool=callgrind --instr-atstart=no`,
 # warms up with the load generator, switches instrumentation on for
 # SECONDS_ON seconds of `loadgen`, and divides the instructions counted by
-# the requests served in that window.
+# the requests served in that window; then the same for the protocol's floor
+# (`examples/common/floor.rs`) and the bare echo (BASELINES= skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_ON=${SECONDS_ON:-6}
@@ -33,17 +34,29 @@ wait_port() {
 lg() {
   "$BIN/examples/loadgen" --addr "127.0.0.1:$PORT" --token "$TOKEN" --connections 8 "$@"
 }
-for scn in ${ONLY:-m1 m2}; do
+# One server under callgrind: $1 = scenario, $2 = loadgen target, the rest
+# the server's command line.
+measure() {
+  local scn=$1 target=$2 out="$WORK/cg.$1.$2"; shift 2
   CONVGATE_BOOTSTRAP_TOKEN=$TOKEN CONVGATE_RATE_LIMIT=0 CONVGATE_MAX_SOCKETS_PER_TOKEN=100 CONVGATE_LOG=warn \
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.$scn" \
-    "$BIN/convgate" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data-$scn" >/dev/null 2>"$WORK/vg.$scn" &
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$@" >/dev/null 2>"$WORK/vg.$scn.$target" &
   PID=$!; wait_port
-  lg --scenario "$scn" --duration 2 --warmup 1 >/dev/null
+  lg --scenario "$scn" --target "$target" --duration 2 --warmup 1 >/dev/null
   callgrind_control -i on "$PID" >/dev/null 2>&1
-  ops=$(lg --scenario "$scn" --duration "$SECONDS_ON" --warmup 0 | python3 -c 'import json,sys; print(json.load(sys.stdin)["operations"])')
+  ops=$(lg --scenario "$scn" --target "$target" --duration "$SECONDS_ON" --warmup 0 | python3 -c 'import json,sys; print(json.load(sys.stdin)["operations"])')
   callgrind_control -i off "$PID" >/dev/null 2>&1
-  kill -INT "$PID"; wait "$PID" 2>/dev/null || true; PID=
-  ir=$(grep -E '^totals:' "$WORK/cg.$scn" | awk '{print $2}')
-  if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp "$WORK/cg.$scn" "$OUT/callgrind.out.$scn"; fi
-  python3 -c "print(f'$scn: {$ir} instructions over {$ops} requests = {$ir/$ops/1000:.1f}k per request')"
+  # The bare servers end on SIGTERM, convgate drains on SIGINT.
+  kill -INT "$PID"; kill -TERM "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; PID=
+  ir=$(grep -E '^totals:' "$out" | awk '{print $2}')
+  if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp "$out" "$OUT/callgrind.out.$scn${target/gateway/}"; fi
+  python3 -c "print(f'$scn $target: {$ir} instructions over {$ops} requests = {$ir/$ops/1000:.2f}k per request')"
+}
+for scn in ${ONLY:-m1 m2}; do
+  measure "$scn" gateway "$BIN/convgate" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data-$scn"
+  if [ -n "${BASELINES-1}" ]; then
+    echo_bin=$BIN/examples/bare_http_echo
+    [ "$scn" = m2 ] && echo_bin=$BIN/examples/bare_ws_echo
+    measure "$scn" floor "$echo_bin" "127.0.0.1:$PORT" floor
+    measure "$scn" bare "$echo_bin" "127.0.0.1:$PORT"
+  fi
 done

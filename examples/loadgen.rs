@@ -5,7 +5,10 @@
 //!
 //! Scenarios (see the README's Performance section and `examples/bench.sh`):
 //! - `m1`: POST `GetUser` over `--connections` keep-alive connections
-//!   (closed loop, or open loop at `--rate` requests/s in all).
+//!   (closed loop, or open loop at `--rate` requests/s in all, each
+//!   request sent at its instant to within microseconds: see `Pacer`).
+//!   `--target floor` sends the gateway's requests to a bare echo in
+//!   `floor` mode (m1 and m2).
 //! - `m2`: WebSocket `GetUser` round trips, one in flight per socket.
 //! - `m3`: idle connected sockets; RSS of `--pid` per socket.
 //! - `m4`: fan-out: POST `SetUserEmail`, time until `onUserUpdate` reaches

@@ -18,9 +18,8 @@
 //! borrowed `&str`), duplicate fields, rate limits, idempotency keys, key
 //! use, the reply's extension fields, any command but `GetUser`.
 
-use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -44,7 +43,7 @@ struct Envelope<'a> {
 /// Tokens (raw value → organization) and cached users per organization.
 pub struct Floor {
     tokens: Map<Box<str>, u64>,
-    users: RwLock<Map<u64, Map<Box<str>, Bytes>>>,
+    users: RwLock<Map<u64, Map<Box<str>, Arc<str>>>>,
 }
 
 impl Default for Floor {
@@ -52,7 +51,7 @@ impl Default for Floor {
         let mut tokens = Map::default();
         tokens.insert(TOKEN.into(), 1);
         let mut org = Map::default();
-        org.insert(UID.into(), Bytes::from_static(USER.as_bytes()));
+        org.insert(UID.into(), Arc::from(USER));
         let mut users = Map::default();
         users.insert(1, org);
         Floor {
@@ -85,7 +84,6 @@ impl Floor {
         let Some(user) = users.get(&org).and_then(|o| o.get(uid)) else {
             return error(env.cmd, 1005, "unknown user");
         };
-        let user = std::str::from_utf8(user).expect("records are JSON");
         let mut out = String::with_capacity(32 + user.len());
         out.push_str(r#"{"cmd":"GetUser","ok":1,"data":"#);
         out.push_str(user);
