@@ -22,6 +22,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// One organization's cached users: uid → the user's JSON.
+type Users = Map<Box<str>, Arc<str>>;
 
 /// The token the load generator sends (`bench.sh`'s `TOKEN`).
 pub const TOKEN: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -43,7 +45,7 @@ struct Envelope<'a> {
 /// Tokens (raw value → organization) and cached users per organization.
 pub struct Floor {
     tokens: Map<Box<str>, u64>,
-    users: RwLock<Map<u64, Map<Box<str>, Arc<str>>>>,
+    users: RwLock<Map<u64, Users>>,
 }
 
 impl Default for Floor {
