@@ -25,8 +25,9 @@
 # >10 % in 20 s fail M2's check). For M1 and M2 the gateway and the
 # protocol's floor run beside the bare echo and are measured inside that
 # palindrome (echo, gateway, floor, independent, independent, floor,
-# gateway, echo), and each ratio pairs runs at the same distance from its
-# middle. Every run also
+# gateway, echo); a ratio pairs neighbouring runs, and a repeat's two
+# pairs lie mirrored about the middle, so a linear drift raises one as
+# much as it lowers the other. Every run also
 # records the generator's and the server's CPU use (cores); two generators
 # that agree may both be at their limit, so when the bench generator used
 # 0.9 of its core or more against a bare server, that ratio is printed as
